@@ -1,0 +1,288 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Key material as users hand it over: hex strings and key files.
+//!
+//! Nothing here knows about GStreamer. Error messages name positions, lengths and
+//! line numbers, never the key text itself, so they are safe to log and to post on
+//! the bus.
+
+use std::fmt;
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+/// Secret key bytes, wiped from memory when dropped. `Debug` shows the length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey(Zeroizing<Vec<u8>>);
+
+impl SecretKey {
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        Self(Zeroizing::new(bytes.to_vec()))
+    }
+
+    /// Parses a key written in hex (either case, surrounding whitespace ignored).
+    pub fn from_hex(text: &str) -> Result<Self, KeyError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        if !text.len().is_multiple_of(2) {
+            return Err(KeyError::OddLength {
+                digits: text.chars().count(),
+            });
+        }
+        let mut bytes = Zeroizing::new(Vec::with_capacity(text.len() / 2));
+        for (index, pair) in text.as_bytes().chunks_exact(2).enumerate() {
+            let high = hex_value(pair[0]).ok_or(KeyError::NotHex {
+                position: 2 * index + 1,
+            })?;
+            let low = hex_value(pair[1]).ok_or(KeyError::NotHex {
+                position: 2 * index + 2,
+            })?;
+            bytes.push(high << 4 | low);
+        }
+        Ok(Self(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Checks the length against what a cipher accepts; `mode` names it in the error.
+    pub fn check_len(&self, accepted: &[usize], mode: &str) -> Result<(), KeyError> {
+        if accepted.contains(&self.len()) {
+            Ok(())
+        } else {
+            Err(KeyError::WrongLength {
+                got: self.len(),
+                accepted: accepted.to_vec(),
+                mode: mode.to_owned(),
+            })
+        }
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey(<{} bytes>)", self.len())
+    }
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Why a key was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    Empty,
+    OddLength {
+        digits: usize,
+    },
+    /// 1-based position of the first character that is not a hex digit.
+    NotHex {
+        position: usize,
+    },
+    WrongLength {
+        got: usize,
+        accepted: Vec<usize>,
+        mode: String,
+    },
+    /// A key file could not be read or parsed.
+    File {
+        path: String,
+        reason: String,
+    },
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Empty => write!(f, "the key is empty; expected hex digits"),
+            KeyError::OddLength { digits } => write!(
+                f,
+                "the key has {digits} hex digits; a key needs an even number (two per byte)"
+            ),
+            KeyError::NotHex { position } => write!(
+                f,
+                "the key is not hex: character {position} is not one of 0-9, a-f, A-F"
+            ),
+            KeyError::WrongLength {
+                got,
+                accepted,
+                mode,
+            } => {
+                let lengths = accepted
+                    .iter()
+                    .map(|n| format!("{n} bytes ({} hex digits)", 2 * n))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                write!(
+                    f,
+                    "mode {mode} needs a key of {lengths}; this key has {got} bytes ({} hex digits)",
+                    2 * got
+                )
+            }
+            KeyError::File { path, reason } => write!(f, "key file {path}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+/// One key line of a key file: `HEX` (kid `None`) or `KID HEX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLine {
+    pub kid: Option<u64>,
+    pub key: SecretKey,
+}
+
+/// Parses key-file text: one key per line, `HEX` or `KID HEX` (KID in decimal).
+/// Blank lines and lines starting with `#` are skipped. `path` only names the file
+/// in errors.
+pub fn parse_key_file(text: &str, path: &str) -> Result<Vec<KeyLine>, KeyError> {
+    let file_error = |line: usize, reason: String| KeyError::File {
+        path: path.to_owned(),
+        reason: format!("line {line}: {reason}"),
+    };
+    let mut keys = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line_no = index + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (kid, hex) = match fields.as_slice() {
+            [hex] => (None, *hex),
+            [kid, hex] => {
+                let kid = kid.parse::<u64>().map_err(|_| {
+                    file_error(
+                        line_no,
+                        "the key id must be a decimal number from 0 to 18446744073709551615"
+                            .into(),
+                    )
+                })?;
+                (Some(kid), *hex)
+            }
+            _ => {
+                return Err(file_error(
+                    line_no,
+                    format!(
+                        "expected `HEX` or `KID HEX`, found {} fields",
+                        fields.len()
+                    ),
+                ));
+            }
+        };
+        let key = SecretKey::from_hex(hex).map_err(|e| file_error(line_no, e.to_string()))?;
+        keys.push(KeyLine { kid, key });
+    }
+    if keys.is_empty() {
+        return Err(KeyError::File {
+            path: path.to_owned(),
+            reason: "no key in the file (expected `HEX` or `KID HEX` lines)".into(),
+        });
+    }
+    Ok(keys)
+}
+
+/// Reads and parses a key file; the file's text is wiped from memory afterwards.
+pub fn read_key_file(path: &Path) -> Result<Vec<KeyLine>, KeyError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| KeyError::File {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    let text = Zeroizing::new(text);
+    parse_key_file(&text, &shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_either_case() {
+        let key = SecretKey::from_hex("  00ff10Ab\n").unwrap();
+        assert_eq!(key.as_bytes(), &[0x00, 0xff, 0x10, 0xab]);
+    }
+
+    #[test]
+    fn hex_errors_name_position_not_content() {
+        assert_eq!(SecretKey::from_hex(""), Err(KeyError::Empty));
+        assert_eq!(
+            SecretKey::from_hex("abc"),
+            Err(KeyError::OddLength { digits: 3 })
+        );
+        let err = SecretKey::from_hex("00zz").unwrap_err();
+        assert_eq!(err, KeyError::NotHex { position: 3 });
+        assert!(!err.to_string().contains("zz"));
+        // Multi-byte characters must not panic on slicing.
+        assert!(SecretKey::from_hex("é0").is_err());
+    }
+
+    #[test]
+    fn wrong_length_names_accepted_lengths() {
+        let key = SecretKey::from_hex(&"11".repeat(24)).unwrap();
+        let err = key.check_len(&[16], "aes-128-gcm").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mode aes-128-gcm needs a key of 16 bytes (32 hex digits); \
+             this key has 24 bytes (48 hex digits)"
+        );
+        assert!(key.check_len(&[16, 24, 32], "x").is_ok());
+    }
+
+    #[test]
+    fn debug_hides_key() {
+        let key = SecretKey::from_hex("deadbeef").unwrap();
+        let shown = format!("{key:?}");
+        assert_eq!(shown, "SecretKey(<4 bytes>)");
+    }
+
+    #[test]
+    fn key_file_lines() {
+        let text = "# keys\n\n0011\n7 aabb\n  18446744073709551615   CCDD  \n";
+        let keys = parse_key_file(text, "k").unwrap();
+        assert_eq!(keys.len(), 3);
+        assert_eq!(keys[0].kid, None);
+        assert_eq!(keys[0].key.as_bytes(), &[0x00, 0x11]);
+        assert_eq!(keys[1].kid, Some(7));
+        assert_eq!(keys[2].kid, Some(u64::MAX));
+        assert_eq!(keys[2].key.as_bytes(), &[0xcc, 0xdd]);
+    }
+
+    #[test]
+    fn key_file_errors_name_the_line() {
+        let err = parse_key_file("0011\nseven aabb\n", "/k").unwrap_err();
+        assert!(err.to_string().starts_with("key file /k: line 2: the key id"));
+        let err = parse_key_file("1 2 3\n", "/k").unwrap_err();
+        assert!(err.to_string().contains("line 1: expected `HEX` or `KID HEX`"));
+        let err = parse_key_file("7 00g0\n", "/k").unwrap_err();
+        assert!(err.to_string().contains("line 1: the key is not hex"));
+        let err = parse_key_file("# nothing\n", "/k").unwrap_err();
+        assert!(err.to_string().contains("no key in the file"));
+    }
+
+    #[test]
+    fn missing_key_file() {
+        let err = read_key_file(Path::new("/nonexistent/streamcrypt.key")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("key file /nonexistent/streamcrypt.key:")
+        );
+    }
+}

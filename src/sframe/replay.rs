@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Sliding-window replay protection over frame counters, as in SRTP (RFC 3711,
+//! section 3.3.2): the highest counter seen and a bitmap of the `size` counters
+//! below it. `check` before decrypting, `record` only once the frame has
+//! authenticated, so forged headers cannot move the window.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// Older than the window: it can no longer be told apart from a replay.
+    TooOld,
+    /// Already received.
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayWindow {
+    size: u64,
+    highest: Option<u64>,
+    /// Bit `ctr % capacity` is set when `ctr` (within the window) was received.
+    bits: Vec<u64>,
+}
+
+impl ReplayWindow {
+    /// A window of `size` counters; 0 disables replay protection.
+    pub fn new(size: u32) -> Self {
+        let words = (size as usize).div_ceil(64);
+        Self {
+            size: size as u64,
+            highest: None,
+            bits: vec![0; words],
+        }
+    }
+
+    fn capacity(&self) -> u64 {
+        self.bits.len() as u64 * 64
+    }
+
+    fn bit(&self, ctr: u64) -> (usize, u64) {
+        let index = ctr % self.capacity();
+        ((index / 64) as usize, 1 << (index % 64))
+    }
+
+    pub fn check(&self, ctr: u64) -> Result<(), Replay> {
+        let Some(highest) = self.highest else {
+            return Ok(());
+        };
+        if self.size == 0 || ctr > highest {
+            return Ok(());
+        }
+        if highest - ctr >= self.size {
+            return Err(Replay::TooOld);
+        }
+        let (word, mask) = self.bit(ctr);
+        if self.bits[word] & mask != 0 {
+            Err(Replay::Duplicate)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Marks `ctr` as received. Call only after `check` passed and the frame
+    /// authenticated.
+    pub fn record(&mut self, ctr: u64) {
+        if self.size == 0 {
+            return;
+        }
+        match self.highest {
+            Some(highest) if ctr <= highest => {}
+            Some(highest) if ctr - highest < self.capacity() => {
+                // Slots between the old and the new highest now stand for
+                // counters not received yet.
+                for skipped in highest + 1..ctr {
+                    let (word, mask) = self.bit(skipped);
+                    self.bits[word] &= !mask;
+                }
+                self.highest = Some(ctr);
+            }
+            _ => {
+                self.bits.fill(0);
+                self.highest = Some(ctr);
+            }
+        }
+        let (word, mask) = self.bit(ctr);
+        self.bits[word] |= mask;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(window: &mut ReplayWindow, ctr: u64) -> Result<(), Replay> {
+        window.check(ctr)?;
+        window.record(ctr);
+        Ok(())
+    }
+
+    #[test]
+    fn in_order_and_duplicates() {
+        let mut w = ReplayWindow::new(128);
+        for ctr in 1000..1300 {
+            assert_eq!(accept(&mut w, ctr), Ok(()));
+            assert_eq!(accept(&mut w, ctr), Err(Replay::Duplicate));
+        }
+    }
+
+    #[test]
+    fn reordering_within_the_window() {
+        let mut w = ReplayWindow::new(64);
+        assert_eq!(accept(&mut w, 100), Ok(()));
+        assert_eq!(accept(&mut w, 90), Ok(()));
+        assert_eq!(accept(&mut w, 37), Ok(()));
+        assert_eq!(accept(&mut w, 36), Err(Replay::TooOld));
+        assert_eq!(accept(&mut w, 90), Err(Replay::Duplicate));
+        assert_eq!(accept(&mut w, 101), Ok(()));
+        assert_eq!(accept(&mut w, 99), Ok(()));
+        assert_eq!(accept(&mut w, 99), Err(Replay::Duplicate));
+    }
+
+    #[test]
+    fn big_jump_clears_the_window() {
+        let mut w = ReplayWindow::new(100);
+        for ctr in 0..100 {
+            accept(&mut w, ctr).unwrap();
+        }
+        assert_eq!(accept(&mut w, 1_000_000), Ok(()));
+        // Old slots must not claim that these were seen.
+        for ctr in 999_901..1_000_000 {
+            assert_eq!(accept(&mut w, ctr), Ok(()), "{ctr}");
+        }
+        assert_eq!(accept(&mut w, 999_900), Err(Replay::TooOld));
+    }
+
+    #[test]
+    fn slots_reused_after_a_small_jump_are_cleared() {
+        let mut w = ReplayWindow::new(64);
+        for ctr in 0..64 {
+            accept(&mut w, ctr).unwrap();
+        }
+        // 64..=80 reuse the slots of 0..=16; 64..80 were not received.
+        assert_eq!(accept(&mut w, 80), Ok(()));
+        for ctr in 64..80 {
+            assert_eq!(accept(&mut w, ctr), Ok(()), "{ctr}");
+        }
+    }
+
+    #[test]
+    fn check_alone_does_not_record() {
+        let mut w = ReplayWindow::new(16);
+        assert_eq!(w.check(5), Ok(()));
+        assert_eq!(w.check(5), Ok(()));
+        w.record(5);
+        assert_eq!(w.check(5), Err(Replay::Duplicate));
+    }
+
+    #[test]
+    fn zero_disables() {
+        let mut w = ReplayWindow::new(0);
+        for _ in 0..3 {
+            assert_eq!(accept(&mut w, 7), Ok(()));
+        }
+    }
+
+    #[test]
+    fn window_size_not_a_multiple_of_64() {
+        let mut w = ReplayWindow::new(10);
+        accept(&mut w, 50).unwrap();
+        assert_eq!(accept(&mut w, 41), Ok(()));
+        assert_eq!(accept(&mut w, 40), Err(Replay::TooOld));
+    }
+}
