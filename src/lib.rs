@@ -1,6 +1,31 @@
 // SPDX-License-Identifier: MPL-2.0
 #![doc = include_str!("../README.md")]
 
+use gst::glib;
+
 pub mod cipher;
+mod common;
+pub mod decrypt;
+pub mod encrypt;
+pub mod keyring;
 pub mod keys;
+pub mod mode;
 pub mod sframe;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    encrypt::register(plugin)?;
+    decrypt::register(plugin)?;
+    Ok(())
+}
+
+gst::plugin_define!(
+    streamcrypt,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

@@ -12,6 +12,8 @@ use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use wiped::Wiped;
 
 pub const NONCE_LEN: usize = 12;
+/// The longest tag of any suite.
+pub const MAX_TAG_LEN: usize = 16;
 
 /// Why a seal or open failed. Neither carries detail on purpose: an opener must not
 /// tell an attacker why a forgery was refused.

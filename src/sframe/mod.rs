@@ -14,11 +14,14 @@ use hkdf::Hkdf;
 use sha2::{Digest, Sha256, Sha512};
 use zeroize::Zeroizing;
 
-use crate::cipher::{Aead, CipherError, NONCE_LEN};
+use crate::cipher::{Aead, CipherError, MAX_TAG_LEN, NONCE_LEN};
 pub use counter::{Exhausted, Fingerprint, SendCounter};
 pub use header::{Header, HeaderError, MAX_HEADER_LEN};
 pub use replay::{Replay, ReplayWindow};
 pub use suite::{CipherSuite, Kdf};
+
+/// Most bytes an SFrame adds to a payload: the longest header and tag.
+pub const MAX_OVERHEAD: usize = MAX_HEADER_LEN + MAX_TAG_LEN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameError {

@@ -1,0 +1,718 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `streamdecrypt`: a key ring by KID, replay protection, and drop-or-fail on
+//! anything that does not authenticate.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::subclass::base_transform::{InputBuffer, PrepareOutputBufferSuccess};
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+
+use super::OnError;
+use crate::common::{self, KeySettings};
+use crate::keyring::KeyRing;
+use crate::keys::{KeyError, SecretKey, read_key_file};
+use crate::mode::Mode;
+use crate::sframe::{FrameError, MAX_OVERHEAD, ParsedFrame, ReplayWindow, SframeKey};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "streamdecrypt",
+        gst::DebugColorFlags::empty(),
+        Some("Stream decrypter (SFrame)"),
+    )
+});
+
+const DEFAULT_REPLAY_WINDOW: u32 = 128;
+const DEFAULT_MAX_KEYS: u32 = 16;
+/// At most one drop warning per this interval; the others are counted in it.
+const WARNING_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+struct Settings {
+    keys: KeySettings,
+    on_error: OnError,
+    replay_window: u32,
+    max_keys: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            keys: KeySettings::default(),
+            on_error: OnError::default(),
+            replay_window: DEFAULT_REPLAY_WINDOW,
+            max_keys: DEFAULT_MAX_KEYS,
+        }
+    }
+}
+
+/// A key ready to decrypt with, derived for the running mode, with the replay
+/// window of its KID (a new key for a KID starts a new window).
+struct LiveKey {
+    key: SframeKey,
+    replay: Mutex<ReplayWindow>,
+}
+
+struct RingEntry {
+    secret: SecretKey,
+    /// Present while running.
+    live: Option<Arc<LiveKey>>,
+}
+
+/// Per-run state, built in `start()`.
+struct Running {
+    mode: Mode,
+    replay_window: u32,
+    /// KID of the last frame that authenticated.
+    current_kid: Option<u64>,
+    warnings: WarningLimiter,
+}
+
+impl Running {
+    fn live_key(&self, kid: u64, secret: &SecretKey) -> Result<Arc<LiveKey>, KeyError> {
+        self.mode.check_key(secret)?;
+        Ok(Arc::new(LiveKey {
+            key: SframeKey::derive(self.mode.suite(), kid, secret.as_bytes()),
+            replay: Mutex::new(ReplayWindow::new(self.replay_window)),
+        }))
+    }
+}
+
+#[derive(Debug, Default)]
+struct WarningLimiter {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl WarningLimiter {
+    /// `Some(n)` when a warning may go out now, `n` being how many were held back
+    /// since the last one.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.duration_since(last) < WARNING_INTERVAL => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DropReason {
+    NoKey,
+    Authentication,
+    Malformed,
+    Replay,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    buffers_in: u64,
+    buffers_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    dropped_no_key: u64,
+    dropped_auth: u64,
+    dropped_malformed: u64,
+    dropped_replay: u64,
+    key_switches: u64,
+    key_requests: u64,
+    kid: Option<u64>,
+}
+
+impl Stats {
+    fn count_drop(&mut self, reason: DropReason) {
+        *match reason {
+            DropReason::NoKey => &mut self.dropped_no_key,
+            DropReason::Authentication => &mut self.dropped_auth,
+            DropReason::Malformed => &mut self.dropped_malformed,
+            DropReason::Replay => &mut self.dropped_replay,
+        } += 1;
+    }
+
+    fn to_structure(&self, keys: usize) -> gst::Structure {
+        let dropped =
+            self.dropped_no_key + self.dropped_auth + self.dropped_malformed + self.dropped_replay;
+        let mut s = gst::Structure::builder("streamdecrypt-stats")
+            .field("buffers-in", self.buffers_in)
+            .field("buffers-out", self.buffers_out)
+            .field("bytes-in", self.bytes_in)
+            .field("bytes-out", self.bytes_out)
+            .field("dropped", dropped)
+            .field("dropped-no-key", self.dropped_no_key)
+            .field("dropped-auth", self.dropped_auth)
+            .field("dropped-malformed", self.dropped_malformed)
+            .field("dropped-replay", self.dropped_replay)
+            .field("key-switches", self.key_switches)
+            .field("key-requests", self.key_requests)
+            .field("keys", keys as u32)
+            .build();
+        if let Some(kid) = self.kid {
+            s.set("kid", kid);
+        }
+        s
+    }
+}
+
+struct State {
+    ring: KeyRing<RingEntry>,
+    running: Option<Running>,
+    stats: Stats,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            ring: KeyRing::new(DEFAULT_MAX_KEYS as usize),
+            running: None,
+            stats: Stats::default(),
+        }
+    }
+}
+
+impl State {
+    /// Adds or replaces the key for `kid`. While running it is checked against the
+    /// mode and made ready at once; before start, at start.
+    fn add_key(&mut self, kid: u64, secret: SecretKey) -> Result<Vec<u64>, KeyError> {
+        let (live, keep) = match &self.running {
+            Some(running) => (Some(running.live_key(kid, &secret)?), running.current_kid),
+            None => (None, None),
+        };
+        Ok(self.ring.insert(kid, RingEntry { secret, live }, keep))
+    }
+
+    fn live_key(&self, kid: u64) -> Option<Arc<LiveKey>> {
+        self.ring.get(kid).and_then(|entry| entry.live.clone())
+    }
+}
+
+#[derive(Default)]
+pub struct StreamDecrypt {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+}
+
+impl StreamDecrypt {
+    fn add_key(&self, kid: u64, secret: SecretKey) -> Result<(), KeyError> {
+        let evicted = self.state.lock().unwrap().add_key(kid, secret)?;
+        gst::info!(CAT, imp = self, "added key for KID {kid}");
+        for old in evicted {
+            gst::info!(CAT, imp = self, "max-keys reached: dropped key for KID {old}");
+        }
+        Ok(())
+    }
+
+    fn add_key_hex(&self, kid: u64, hex: &str) -> Result<(), KeyError> {
+        self.add_key(kid, SecretKey::from_hex(hex)?)
+    }
+
+    /// Adds every key of a key file; `HEX` lines take `default_kid`.
+    fn add_key_file(&self, path: &PathBuf, default_kid: u64) -> Result<(), KeyError> {
+        for line in read_key_file(path)? {
+            self.add_key(line.kid.unwrap_or(default_kid), line.key)?;
+        }
+        Ok(())
+    }
+
+    fn refuse(&self, what: &str, err: KeyError) {
+        gst::warning!(CAT, imp = self, "{what} refused: {err}");
+        self.settings.lock().unwrap().keys.refused = Some(err.to_string());
+        common::post_refused(self, what, &err);
+    }
+
+    /// Asks the application for the key of an unknown KID, holding no lock: the
+    /// handler may call `add-key` itself, or return the key.
+    fn request_key(&self, kid: u64) -> Option<Arc<LiveKey>> {
+        self.state.lock().unwrap().stats.key_requests += 1;
+        gst::debug!(CAT, imp = self, "requesting key for KID {kid}");
+        let hex = self
+            .obj()
+            .emit_by_name::<Option<String>>("request-key", &[&kid]);
+        if let Some(hex) = hex
+            && let Err(err) = self.add_key_hex(kid, &hex)
+        {
+            self.refuse(&format!("request-key answer for KID {kid}"), err);
+        }
+        self.state.lock().unwrap().live_key(kid)
+    }
+
+    /// Counts a dropped buffer, then drops it or fails, as `on-error` says.
+    fn reject(
+        &self,
+        reason: DropReason,
+        detail: String,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let on_error = self.settings.lock().unwrap().on_error;
+        let warning = {
+            let mut state = self.state.lock().unwrap();
+            state.stats.count_drop(reason);
+            let now = Instant::now();
+            state
+                .running
+                .as_mut()
+                .and_then(|running| running.warnings.allow(now))
+        };
+        let error = match reason {
+            DropReason::NoKey => gst::StreamError::DecryptNokey,
+            _ => gst::StreamError::Decrypt,
+        };
+        if reason == DropReason::Replay {
+            // Duplicates are normal on UDP: counted, never fatal, not on the bus.
+            gst::debug!(CAT, imp = self, "dropped: {detail}");
+        } else if on_error == OnError::Fail {
+            gst::element_imp_error!(self, error, ("{detail}"));
+            return Err(gst::FlowError::Error);
+        } else if let Some(held_back) = warning {
+            gst::element_imp_warning!(
+                self,
+                error,
+                ("Dropped a buffer: {detail}"),
+                [
+                    "{held_back} more buffers were dropped since the previous warning; \
+                     the `stats` property counts them all"
+                ]
+            );
+        } else {
+            gst::debug!(CAT, imp = self, "dropped: {detail}");
+        }
+        Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED)
+    }
+
+    fn post_key_switch(&self, kid: u64, previous: u64, pts: Option<gst::ClockTime>) {
+        gst::info!(CAT, imp = self, "stream switched from KID {previous} to KID {kid}");
+        let structure = gst::Structure::builder("streamcrypt-key-switch")
+            .field("kid", kid)
+            .field("previous-kid", previous)
+            .field("pts", pts.map_or(u64::MAX, gst::ClockTime::nseconds))
+            .build();
+        let message = gst::message::Element::builder(structure)
+            .src(&*self.obj())
+            .build();
+        let _ = self.obj().post_message(message);
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for StreamDecrypt {
+    const NAME: &'static str = "GstStreamDecrypt";
+    type Type = super::StreamDecrypt;
+    type ParentType = gst_base::BaseTransform;
+}
+
+impl ObjectImpl for StreamDecrypt {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let mut properties = common::key_properties(
+                "Key in hex, of the length `mode` needs (write-only). Adds the key under the \
+                 current key-id to the key ring; earlier keys stay usable",
+                "File of keys, one `KID HEX` (or `HEX`, used with key-id) per line; keeps \
+                 keys out of `ps` and shell history. Read at start, and at once when set \
+                 while playing",
+            );
+            properties.extend([
+                glib::ParamSpecEnum::builder_with_default("on-error", OnError::default())
+                    .nick("On error")
+                    .blurb(
+                        "What to do with a buffer that fails to authenticate or has no key: \
+                         drop it (counted, rate-limited warning) or fail the stream",
+                    )
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("replay-window")
+                    .nick("Replay window")
+                    .blurb(
+                        "Frames (per KID) below the newest one that may still arrive late; \
+                         older or repeated frames are dropped. 0 disables replay protection",
+                    )
+                    .default_value(DEFAULT_REPLAY_WINDOW)
+                    .maximum(1 << 20)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-keys")
+                    .nick("Maximum keys")
+                    .blurb(
+                        "Keys held at once; adding one more drops the oldest-added key, \
+                         never the one in use",
+                    )
+                    .default_value(DEFAULT_MAX_KEYS)
+                    .minimum(2)
+                    .mutable_playing()
+                    .build(),
+            ]);
+            properties
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            vec![
+                // add-key(kid, hex) -> accepted
+                glib::subclass::Signal::builder("add-key")
+                    .param_types([u64::static_type(), String::static_type()])
+                    .return_type::<bool>()
+                    .action()
+                    .class_handler(|args| {
+                        let element = args[0].get::<super::StreamDecrypt>().expect("signal arg");
+                        let kid = args[1].get::<u64>().expect("signal arg");
+                        let hex = args[2].get::<Option<String>>().expect("signal arg");
+                        let imp = element.imp();
+                        let accepted = match imp.add_key_hex(kid, hex.as_deref().unwrap_or("")) {
+                            Ok(()) => true,
+                            Err(err) => {
+                                imp.refuse(&format!("add-key for KID {kid}"), err);
+                                false
+                            }
+                        };
+                        Some(accepted.to_value())
+                    })
+                    .build(),
+                // remove-key(kid) -> whether there was such a key
+                glib::subclass::Signal::builder("remove-key")
+                    .param_types([u64::static_type()])
+                    .return_type::<bool>()
+                    .action()
+                    .class_handler(|args| {
+                        let element = args[0].get::<super::StreamDecrypt>().expect("signal arg");
+                        let kid = args[1].get::<u64>().expect("signal arg");
+                        let imp = element.imp();
+                        let removed = imp.state.lock().unwrap().ring.remove(kid).is_some();
+                        gst::info!(CAT, imp = imp, "remove-key for KID {kid}: {removed}");
+                        Some(removed.to_value())
+                    })
+                    .build(),
+                // clear-keys()
+                glib::subclass::Signal::builder("clear-keys")
+                    .action()
+                    .class_handler(|args| {
+                        let element = args[0].get::<super::StreamDecrypt>().expect("signal arg");
+                        let imp = element.imp();
+                        let mut settings = imp.settings.lock().unwrap();
+                        settings.keys.clear_keys();
+                        imp.state.lock().unwrap().ring.clear();
+                        gst::info!(CAT, imp = imp, "all keys cleared");
+                        None
+                    })
+                    .build(),
+                // request-key(kid) -> hex or NULL. The first handler to return a key
+                // wins.
+                glib::subclass::Signal::builder("request-key")
+                    .param_types([u64::static_type()])
+                    .return_type::<Option<String>>()
+                    .run_last()
+                    .accumulator(|_hint, accumulated, value| {
+                        if matches!(value.get::<Option<String>>(), Ok(Some(_))) {
+                            ControlFlow::Break(value.clone())
+                        } else {
+                            ControlFlow::Continue(accumulated)
+                        }
+                    })
+                    .build(),
+            ]
+        });
+        SIGNALS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        match pspec.name() {
+            "mode" => self.settings.lock().unwrap().keys.mode = value.get().expect("type checked"),
+            "key" => {
+                let result = KeySettings::parse_key(value).and_then(|key| {
+                    let kid = self.settings.lock().unwrap().keys.key_id;
+                    let running = self.state.lock().unwrap().running.is_some();
+                    if let (true, Some(key)) = (running, &key) {
+                        self.add_key(kid, key.clone())?;
+                    }
+                    let mut settings = self.settings.lock().unwrap();
+                    settings.keys.key = key;
+                    settings.keys.refused = None;
+                    Ok(())
+                });
+                if let Err(err) = result {
+                    self.refuse("key", err);
+                }
+            }
+            "key-id" => {
+                self.settings.lock().unwrap().keys.key_id = value.get().expect("type checked")
+            }
+            "key-file" => {
+                let path = value.get::<Option<PathBuf>>().expect("type checked");
+                let running = self.state.lock().unwrap().running.is_some();
+                if let (true, Some(path)) = (running, &path) {
+                    let default_kid = self.settings.lock().unwrap().keys.key_id;
+                    if let Err(err) = self.add_key_file(path, default_kid) {
+                        self.refuse("key-file", err);
+                        return;
+                    }
+                }
+                self.settings.lock().unwrap().keys.key_file = path;
+            }
+            "clear-keys-on-stop" => {
+                self.settings.lock().unwrap().keys.clear_keys_on_stop =
+                    value.get().expect("type checked")
+            }
+            "on-error" => self.settings.lock().unwrap().on_error = value.get().expect("type checked"),
+            "replay-window" => {
+                self.settings.lock().unwrap().replay_window = value.get().expect("type checked")
+            }
+            "max-keys" => {
+                let max_keys = value.get::<u32>().expect("type checked");
+                self.settings.lock().unwrap().max_keys = max_keys;
+                let mut state = self.state.lock().unwrap();
+                let keep = state.running.as_ref().and_then(|r| r.current_kid);
+                for kid in state.ring.set_capacity(max_keys as usize, keep) {
+                    gst::info!(CAT, imp = self, "max-keys lowered: dropped key for KID {kid}");
+                }
+            }
+            other => unreachable!("no property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = self.settings.lock().unwrap();
+        match pspec.name() {
+            "mode" => settings.keys.mode.to_value(),
+            "key-id" => settings.keys.key_id.to_value(),
+            "key-file" => settings.keys.key_file.to_value(),
+            "clear-keys-on-stop" => settings.keys.clear_keys_on_stop.to_value(),
+            "on-error" => settings.on_error.to_value(),
+            "replay-window" => settings.replay_window.to_value(),
+            "max-keys" => settings.max_keys.to_value(),
+            "stats" => {
+                let state = self.state.lock().unwrap();
+                state.stats.to_structure(state.ring.len()).to_value()
+            }
+            other => unreachable!("no readable property {other}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.obj().set_gap_aware(true);
+    }
+}
+
+impl GstObjectImpl for StreamDecrypt {}
+
+impl ElementImpl for StreamDecrypt {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Stream decrypter",
+                "Filter/Decryptor",
+                "Authenticates and decrypts SFrames (RFC 9605), choosing the key by the \
+                 KID in each frame; drops what does not authenticate",
+                "streamcrypt developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        common::pad_templates()
+    }
+}
+
+impl BaseTransformImpl for StreamDecrypt {
+    const MODE: gst_base::subclass::BaseTransformMode =
+        gst_base::subclass::BaseTransformMode::NeverInPlace;
+    // Caps are ANY on both sides, hence always the same: passthrough would let
+    // ciphertext through as if it were media.
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap();
+        let keys = &settings.keys;
+        let mut initial = Vec::new();
+        if let Some(path) = &keys.key_file {
+            let lines = read_key_file(path)
+                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("{e}")))?;
+            initial.extend(
+                lines
+                    .into_iter()
+                    .map(|line| (line.kid.unwrap_or(keys.key_id), line.key)),
+            );
+        }
+        if let Some(key) = &keys.key {
+            initial.push((keys.key_id, key.clone()));
+        }
+
+        let mut state = self.state.lock().unwrap();
+        state.ring.set_capacity(settings.max_keys as usize, None);
+        for (kid, secret) in initial {
+            state.ring.insert(kid, RingEntry { secret, live: None }, None);
+        }
+        let running = Running {
+            mode: keys.mode,
+            replay_window: settings.replay_window,
+            current_kid: None,
+            warnings: WarningLimiter::default(),
+        };
+        for (kid, entry) in state.ring.iter_mut() {
+            entry.live = Some(running.live_key(kid, &entry.secret).map_err(|e| {
+                gst::error_msg!(gst::LibraryError::Settings, ("Key for KID {kid}: {e}"))
+            })?);
+        }
+        let no_keys = state.ring.is_empty();
+        gst::info!(
+            CAT,
+            imp = self,
+            "starting in mode {} with {} keys",
+            keys.mode.nick(),
+            state.ring.len()
+        );
+        state.running = Some(running);
+        state.stats = Stats::default();
+        let hint = keys.refused_hint();
+        drop(state);
+        drop(settings);
+
+        if no_keys {
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::DecryptNokey,
+                (
+                    "No key yet: set `key` (with `key-id`) or `key-file`, or answer the \
+                     `request-key` signal; buffers are dropped until a key arrives{hint}"
+                )
+            );
+        }
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        let mut settings = self.settings.lock().unwrap();
+        let mut state = self.state.lock().unwrap();
+        state.running = None;
+        for (_, entry) in state.ring.iter_mut() {
+            entry.live = None;
+        }
+        if settings.keys.clear_keys_on_stop {
+            state.ring.clear();
+            settings.keys.clear_keys();
+        }
+        gst::info!(CAT, imp = self, "stopped");
+        Ok(())
+    }
+
+    fn transform_size(
+        &self,
+        direction: gst::PadDirection,
+        _caps: &gst::Caps,
+        size: usize,
+        _othercaps: &gst::Caps,
+    ) -> Option<usize> {
+        match direction {
+            gst::PadDirection::Sink => Some(size),
+            _ => Some(size + MAX_OVERHEAD),
+        }
+    }
+
+    fn prepare_output_buffer(
+        &self,
+        inbuf: InputBuffer,
+    ) -> Result<PrepareOutputBufferSuccess, gst::FlowError> {
+        // Decrypting in place needs room for the ciphertext and tag, which is less
+        // than the input by the header.
+        let size = match &inbuf {
+            InputBuffer::Readable(buf) => buf.size(),
+            InputBuffer::Writable(buf) => buf.size(),
+        };
+        common::output_buffer(self, inbuf, size)
+    }
+
+    fn transform(
+        &self,
+        inbuf: &gst::Buffer,
+        outbuf: &mut gst::BufferRef,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let suite = {
+            let mut state = self.state.lock().unwrap();
+            state.stats.buffers_in += 1;
+            state.stats.bytes_in += inbuf.size() as u64;
+            let running = state.running.as_ref().ok_or(gst::FlowError::Flushing)?;
+            running.mode.suite()
+        };
+        let input = inbuf.map_readable().map_err(|_| {
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot read buffer"));
+            gst::FlowError::Error
+        })?;
+        let frame = match ParsedFrame::parse(&input) {
+            Ok(frame) if frame.plaintext_len(suite).is_some() => frame,
+            Ok(_) => {
+                return self.reject(
+                    DropReason::Malformed,
+                    format!(
+                        "not an SFrame: {} bytes is too short for header and tag",
+                        input.len()
+                    ),
+                );
+            }
+            Err(e) => return self.reject(DropReason::Malformed, e.to_string()),
+        };
+        let kid = frame.header.kid;
+        let ctr = frame.header.ctr;
+
+        let live = self.state.lock().unwrap().live_key(kid);
+        let Some(key) = live.or_else(|| self.request_key(kid)) else {
+            return self.reject(DropReason::NoKey, format!("no key for KID {kid}"));
+        };
+        if let Err(replay) = key.replay.lock().unwrap().check(ctr) {
+            return self.reject(
+                DropReason::Replay,
+                format!("KID {kid} counter {ctr}: {replay:?}"),
+            );
+        }
+
+        let decrypted = {
+            let mut output = outbuf.map_writable().map_err(|_| gst::FlowError::Error)?;
+            key.key.decrypt_into(&frame, &[], &mut output)
+        };
+        let len = match decrypted {
+            Ok(len) => len,
+            Err(FrameError::Authentication) => {
+                return self.reject(
+                    DropReason::Authentication,
+                    format!("KID {kid}: {}", FrameError::Authentication),
+                );
+            }
+            Err(e) => return self.reject(DropReason::Malformed, e.to_string()),
+        };
+        // Only an authenticated counter may move the replay window.
+        key.replay.lock().unwrap().record(ctr);
+        outbuf.set_size(len);
+
+        let switched_from = {
+            let mut state = self.state.lock().unwrap();
+            let State { running, stats, .. } = &mut *state;
+            stats.buffers_out += 1;
+            stats.bytes_out += len as u64;
+            stats.kid = Some(kid);
+            let running = running.as_mut().ok_or(gst::FlowError::Flushing)?;
+            let previous = running.current_kid.replace(kid);
+            match previous {
+                Some(previous) if previous != kid => {
+                    stats.key_switches += 1;
+                    Some(previous)
+                }
+                _ => None,
+            }
+        };
+        if let Some(previous) = switched_from {
+            self.post_key_switch(kid, previous, inbuf.pts());
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+}
