@@ -171,8 +171,7 @@ pub fn parse_key_file(text: &str, path: &str) -> Result<Vec<KeyLine>, KeyError> 
                 let kid = kid.parse::<u64>().map_err(|_| {
                     file_error(
                         line_no,
-                        "the key id must be a decimal number from 0 to 18446744073709551615"
-                            .into(),
+                        "the key id must be a decimal number from 0 to 18446744073709551615".into(),
                     )
                 })?;
                 (Some(kid), *hex)
@@ -180,10 +179,7 @@ pub fn parse_key_file(text: &str, path: &str) -> Result<Vec<KeyLine>, KeyError> 
             _ => {
                 return Err(file_error(
                     line_no,
-                    format!(
-                        "expected `HEX` or `KID HEX`, found {} fields",
-                        fields.len()
-                    ),
+                    format!("expected `HEX` or `KID HEX`, found {} fields", fields.len()),
                 ));
             }
         };
@@ -268,9 +264,15 @@ mod tests {
     #[test]
     fn key_file_errors_name_the_line() {
         let err = parse_key_file("0011\nseven aabb\n", "/k").unwrap_err();
-        assert!(err.to_string().starts_with("key file /k: line 2: the key id"));
+        assert!(
+            err.to_string()
+                .starts_with("key file /k: line 2: the key id")
+        );
         let err = parse_key_file("1 2 3\n", "/k").unwrap_err();
-        assert!(err.to_string().contains("line 1: expected `HEX` or `KID HEX`"));
+        assert!(
+            err.to_string()
+                .contains("line 1: expected `HEX` or `KID HEX`")
+        );
         let err = parse_key_file("7 00g0\n", "/k").unwrap_err();
         assert!(err.to_string().contains("line 1: the key is not hex"));
         let err = parse_key_file("# nothing\n", "/k").unwrap_err();

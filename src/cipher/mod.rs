@@ -86,11 +86,7 @@ impl Aead {
         }
         match self {
             Aead::Gcm(key) => key
-                .open_in_place(
-                    Nonce::assume_unique_for_key(*nonce),
-                    Aad::from(aad),
-                    in_out,
-                )
+                .open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), in_out)
                 .map(|plaintext| plaintext.len())
                 .map_err(|_| CipherError::Authentication),
         }

@@ -3,15 +3,15 @@
 //! anything that does not authenticate.
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use gst_base::subclass::base_transform::{InputBuffer, PrepareOutputBufferSuccess};
 use gst_base::prelude::*;
+use gst_base::subclass::base_transform::{InputBuffer, PrepareOutputBufferSuccess};
 use gst_base::subclass::prelude::*;
 
 use super::OnError;
@@ -208,7 +208,11 @@ impl StreamDecrypt {
         let evicted = self.state.lock().unwrap().add_key(kid, secret)?;
         gst::info!(CAT, imp = self, "added key for KID {kid}");
         for old in evicted {
-            gst::info!(CAT, imp = self, "max-keys reached: dropped key for KID {old}");
+            gst::info!(
+                CAT,
+                imp = self,
+                "max-keys reached: dropped key for KID {old}"
+            );
         }
         Ok(())
     }
@@ -218,7 +222,7 @@ impl StreamDecrypt {
     }
 
     /// Adds every key of a key file; `HEX` lines take `default_kid`.
-    fn add_key_file(&self, path: &PathBuf, default_kid: u64) -> Result<(), KeyError> {
+    fn add_key_file(&self, path: &Path, default_kid: u64) -> Result<(), KeyError> {
         for line in read_key_file(path)? {
             self.add_key(line.kid.unwrap_or(default_kid), line.key)?;
         }
@@ -290,7 +294,11 @@ impl StreamDecrypt {
     }
 
     fn post_key_switch(&self, kid: u64, previous: u64, pts: Option<gst::ClockTime>) {
-        gst::info!(CAT, imp = self, "stream switched from KID {previous} to KID {kid}");
+        gst::info!(
+            CAT,
+            imp = self,
+            "stream switched from KID {previous} to KID {kid}"
+        );
         let structure = gst::Structure::builder("streamcrypt-key-switch")
             .field("kid", kid)
             .field("previous-kid", previous)
@@ -462,7 +470,9 @@ impl ObjectImpl for StreamDecrypt {
                 self.settings.lock().unwrap().keys.clear_keys_on_stop =
                     value.get().expect("type checked")
             }
-            "on-error" => self.settings.lock().unwrap().on_error = value.get().expect("type checked"),
+            "on-error" => {
+                self.settings.lock().unwrap().on_error = value.get().expect("type checked")
+            }
             "replay-window" => {
                 self.settings.lock().unwrap().replay_window = value.get().expect("type checked")
             }
@@ -472,7 +482,11 @@ impl ObjectImpl for StreamDecrypt {
                 let mut state = self.state.lock().unwrap();
                 let keep = state.running.as_ref().and_then(|r| r.current_kid);
                 for kid in state.ring.set_capacity(max_keys as usize, keep) {
-                    gst::info!(CAT, imp = self, "max-keys lowered: dropped key for KID {kid}");
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "max-keys lowered: dropped key for KID {kid}"
+                    );
                 }
             }
             other => unreachable!("no property {other}"),
@@ -552,7 +566,9 @@ impl BaseTransformImpl for StreamDecrypt {
         let mut state = self.state.lock().unwrap();
         state.ring.set_capacity(settings.max_keys as usize, None);
         for (kid, secret) in initial {
-            state.ring.insert(kid, RingEntry { secret, live: None }, None);
+            state
+                .ring
+                .insert(kid, RingEntry { secret, live: None }, None);
         }
         let running = Running {
             mode: keys.mode,
@@ -583,10 +599,8 @@ impl BaseTransformImpl for StreamDecrypt {
             gst::element_imp_warning!(
                 self,
                 gst::StreamError::DecryptNokey,
-                (
-                    "No key yet: set `key` (with `key-id`) or `key-file`, or answer the \
-                     `request-key` signal; buffers are dropped until a key arrives{hint}"
-                )
+                ("No key yet: set `key` (with `key-id`) or `key-file`, or answer the \
+                     `request-key` signal; buffers are dropped until a key arrives{hint}")
             );
         }
         Ok(())

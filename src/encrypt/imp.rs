@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `streamencrypt`: one SFrame per buffer, keys switched atomically with their KID.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use gst_base::subclass::base_transform::{InputBuffer, PrepareOutputBufferSuccess};
 use gst_base::prelude::*;
+use gst_base::subclass::base_transform::{InputBuffer, PrepareOutputBufferSuccess};
 use gst_base::subclass::prelude::*;
 
 use crate::common::{self, KeySettings};
@@ -104,7 +104,11 @@ impl StreamEncrypt {
                 kid,
                 key.as_bytes(),
             ));
-            gst::info!(CAT, imp = self, "key for KID {kid} queued for the next buffer");
+            gst::info!(
+                CAT,
+                imp = self,
+                "key for KID {kid} queued for the next buffer"
+            );
         }
         settings.keys.key = Some(key);
         settings.keys.key_id = kid;
@@ -114,8 +118,11 @@ impl StreamEncrypt {
     }
 
     /// Reads the first key of a key file: `HEX` (with `default_kid`) or `KID HEX`.
-    fn read_first_key(path: &PathBuf, default_kid: u64) -> Result<(u64, SecretKey), KeyError> {
-        let first = read_key_file(path)?.into_iter().next().expect("never empty");
+    fn read_first_key(path: &Path, default_kid: u64) -> Result<(u64, SecretKey), KeyError> {
+        let first = read_key_file(path)?
+            .into_iter()
+            .next()
+            .expect("never empty");
         Ok((first.kid.unwrap_or(default_kid), first.key))
     }
 
@@ -144,9 +151,8 @@ impl StreamEncrypt {
         let keys = &settings.keys;
         let (kid, key) = match (&keys.key_file, &keys.key) {
             (Some(path), _) if settings.key_from_file || keys.key.is_none() => {
-                Self::read_first_key(path, keys.key_id).map_err(|e| {
-                    gst::error_msg!(gst::ResourceError::OpenRead, ("{e}"))
-                })?
+                Self::read_first_key(path, keys.key_id)
+                    .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("{e}")))?
             }
             (_, Some(key)) => (keys.key_id, key.clone()),
             _ => {
@@ -159,9 +165,9 @@ impl StreamEncrypt {
                 ));
             }
         };
-        keys.mode.check_key(&key).map_err(|e| {
-            gst::error_msg!(gst::LibraryError::Settings, ("Unusable `key`: {e}"))
-        })?;
+        keys.mode
+            .check_key(&key)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("Unusable `key`: {e}")))?;
         Ok(SframeKey::derive(keys.mode.suite(), kid, key.as_bytes()))
     }
 
@@ -169,10 +175,8 @@ impl StreamEncrypt {
         gst::element_imp_error!(
             self,
             gst::StreamError::Encode,
-            (
-                "The key for KID {kid} has protected {limit} frames, the most its cipher \
-                 suite allows: set a new key (set-key, or key-id and key) to go on"
-            )
+            ("The key for KID {kid} has protected {limit} frames, the most its cipher \
+                 suite allows: set a new key (set-key, or key-id and key) to go on")
         );
     }
 }
@@ -410,7 +414,7 @@ impl BaseTransformImpl for StreamEncrypt {
                 stats.kid = Some(running.current.key.kid());
             }
             let key = running.current.key.clone();
-            let ctr = match running.current.counter.next() {
+            let ctr = match running.current.counter.next_counter() {
                 Ok(ctr) => ctr,
                 Err(exhausted) => {
                     drop(state);

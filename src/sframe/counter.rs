@@ -76,7 +76,7 @@ impl SendCounter {
         }
     }
 
-    pub fn next(&mut self) -> Result<u64, Exhausted> {
+    pub fn next_counter(&mut self) -> Result<u64, Exhausted> {
         if self.next == self.end {
             self.reserve()?;
         }
@@ -125,10 +125,10 @@ mod tests {
     fn starts_at_the_clock_and_counts_up() {
         let before = clock_micros();
         let mut counter = SendCounter::new(fingerprint(1), u64::MAX);
-        let first = counter.next().unwrap();
+        let first = counter.next_counter().unwrap();
         assert!(first >= before);
         for i in 1..3000 {
-            assert_eq!(counter.next().unwrap(), first + i);
+            assert_eq!(counter.next_counter().unwrap(), first + i);
         }
     }
 
@@ -141,7 +141,10 @@ mod tests {
         for _run in 0..3 {
             let mut counter = SendCounter::starting_at(fp, u64::MAX, 1000);
             for _ in 0..2500 {
-                assert!(seen.insert(counter.next().unwrap()), "counter reused");
+                assert!(
+                    seen.insert(counter.next_counter().unwrap()),
+                    "counter reused"
+                );
             }
         }
     }
@@ -153,8 +156,8 @@ mod tests {
         let mut b = SendCounter::starting_at(fp, u64::MAX, 50);
         let mut seen = HashSet::new();
         for _ in 0..5000 {
-            assert!(seen.insert(a.next().unwrap()));
-            assert!(seen.insert(b.next().unwrap()));
+            assert!(seen.insert(a.next_counter().unwrap()));
+            assert!(seen.insert(b.next_counter().unwrap()));
         }
     }
 
@@ -163,24 +166,23 @@ mod tests {
         let fp = fingerprint(4);
         let mut first = SendCounter::starting_at(fp, 1500, 0);
         for _ in 0..1000 {
-            first.next().unwrap();
+            first.next_counter().unwrap();
         }
-        drop(first);
         // The block reserved by the first run counts against the limit.
         let mut second = SendCounter::starting_at(fp, 1500, 0);
         for _ in 0..476 {
-            second.next().unwrap();
+            second.next_counter().unwrap();
         }
-        assert_eq!(second.next(), Err(Exhausted { limit: 1500 }));
-        assert_eq!(second.next(), Err(Exhausted { limit: 1500 }));
+        assert_eq!(second.next_counter(), Err(Exhausted { limit: 1500 }));
+        assert_eq!(second.next_counter(), Err(Exhausted { limit: 1500 }));
     }
 
     #[test]
     fn never_wraps_the_counter_space() {
         let mut counter = SendCounter::starting_at(fingerprint(5), u64::MAX, u64::MAX - 3);
-        assert_eq!(counter.next(), Ok(u64::MAX - 3));
-        assert_eq!(counter.next(), Ok(u64::MAX - 2));
-        assert_eq!(counter.next(), Ok(u64::MAX - 1));
-        assert_eq!(counter.next(), Err(Exhausted { limit: u64::MAX }));
+        assert_eq!(counter.next_counter(), Ok(u64::MAX - 3));
+        assert_eq!(counter.next_counter(), Ok(u64::MAX - 2));
+        assert_eq!(counter.next_counter(), Ok(u64::MAX - 1));
+        assert_eq!(counter.next_counter(), Err(Exhausted { limit: u64::MAX }));
     }
 }

@@ -136,7 +136,12 @@ impl SframeKey {
         let mut key = Zeroizing::new(vec![0u8; suite.key_len()]);
         let mut salt = Zeroizing::new([0u8; NONCE_LEN]);
         hkdf(suite.kdf(), base_key, &label("key", kid, suite), &mut key);
-        hkdf(suite.kdf(), base_key, &label("salt", kid, suite), &mut *salt);
+        hkdf(
+            suite.kdf(),
+            base_key,
+            &label("salt", kid, suite),
+            &mut *salt,
+        );
         let aead = Aead::aes_gcm(&key);
         let fingerprint = Sha256::new()
             .chain_update(b"streamcrypt counter registry")
@@ -201,8 +206,7 @@ impl SframeKey {
         let (body, tag) = rest[..needed - header_len].split_at_mut(plaintext.len());
         body.copy_from_slice(plaintext);
         let aad = with_metadata(header, metadata);
-        self.aead
-            .seal_in_place(&self.nonce(ctr), &aad, body, tag)?;
+        self.aead.seal_in_place(&self.nonce(ctr), &aad, body, tag)?;
         Ok(needed)
     }
 

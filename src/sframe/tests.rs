@@ -5,7 +5,10 @@
 use super::*;
 
 fn vectors() -> serde_json::Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sframe-rfc9605.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/sframe-rfc9605.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -53,7 +56,9 @@ fn sframe_vectors() {
         let plaintext = hex(&case["pt"]);
         let expected = hex(&case["ct"]);
         let mut out = vec![0u8; key.encrypted_len(ctr, plaintext.len())];
-        let len = key.encrypt_into(ctr, &metadata, &plaintext, &mut out).unwrap();
+        let len = key
+            .encrypt_into(ctr, &metadata, &plaintext, &mut out)
+            .unwrap();
         assert_eq!(&out[..len], &expected[..], "suite {id}");
 
         let frame = ParsedFrame::parse(&expected).unwrap();

@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use gst::prelude::*;
+use std::sync::Once;
+
+pub const KEY_A: &str = "000102030405060708090a0b0c0d0e0f";
+pub const KEY_B: &str = "f0e0d0c0b0a090807060504030201000";
+pub const KEY_256: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+pub fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gststreamcrypt::plugin_register_static().unwrap();
+    });
+}
+
+/// One element from a gst-launch description, e.g. `streamencrypt key=... key-id=3`:
+/// properties are set in the order written, as on a gst-launch line.
+pub fn make(description: &str) -> gst::Element {
+    init();
+    gst::parse::launch(description)
+        .unwrap()
+        .downcast::<gst::Element>()
+        .unwrap()
+}
+
+/// A started harness around `element`, with a bus to read its messages from.
+pub fn harness(element: &gst::Element) -> (gst_check::Harness, gst::Bus) {
+    let bus = gst::Bus::new();
+    element.set_bus(Some(&bus));
+    let mut h = gst_check::Harness::with_element(element, Some("sink"), Some("src"));
+    h.set_src_caps_str("application/x-streamcrypt-test");
+    (h, bus)
+}
+
+pub fn encrypter(key: &str, kid: u64) -> (gst_check::Harness, gst::Bus) {
+    harness(&make(&format!("streamencrypt key={key} key-id={kid}")))
+}
+
+pub fn decrypter(key: &str, kid: u64) -> (gst_check::Harness, gst::Bus) {
+    harness(&make(&format!("streamdecrypt key={key} key-id={kid}")))
+}
+
+/// Deterministic payload `i`, 1..=3000 bytes long.
+pub fn payload(i: u64) -> Vec<u8> {
+    let len = 1 + (i.wrapping_mul(2654435761) % 3000) as usize;
+    (0..len)
+        .map(|j| (i as usize).wrapping_mul(31).wrapping_add(j * 7) as u8)
+        .collect()
+}
+
+/// Buffer `i`: `payload(i)` with every timestamp, offset and a mix of flags set.
+pub fn media_buffer(i: u64) -> gst::Buffer {
+    let mut buffer = gst::Buffer::from_mut_slice(payload(i));
+    {
+        let b = buffer.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_mseconds(20 * i));
+        b.set_dts(
+            gst::ClockTime::from_mseconds(20 * i).checked_sub(gst::ClockTime::from_mseconds(5)),
+        );
+        b.set_duration(gst::ClockTime::from_mseconds(20));
+        b.set_offset(1000 + i);
+        b.set_offset_end(1001 + i);
+        let mut flags = gst::BufferFlags::empty();
+        if !i.is_multiple_of(10) {
+            flags |= gst::BufferFlags::DELTA_UNIT;
+        }
+        if i % 7 == 3 {
+            flags |= gst::BufferFlags::HEADER;
+        }
+        if i % 5 == 1 {
+            flags |= gst::BufferFlags::MARKER;
+        }
+        b.set_flags(flags);
+    }
+    buffer
+}
+
+/// Asserts that `got` is `media_buffer(i)`: bytes, timestamps, offsets and flags.
+pub fn assert_is_media_buffer(got: &gst::BufferRef, i: u64) {
+    let want = media_buffer(i);
+    assert_eq!(
+        got.map_readable().unwrap().as_slice(),
+        payload(i),
+        "payload {i}"
+    );
+    assert_eq!(got.pts(), want.pts(), "pts {i}");
+    assert_eq!(got.dts(), want.dts(), "dts {i}");
+    assert_eq!(got.duration(), want.duration(), "duration {i}");
+    assert_eq!(got.offset(), want.offset(), "offset {i}");
+    assert_eq!(got.offset_end(), want.offset_end(), "offset_end {i}");
+    // DISCONT may be added by the transform on the first buffer; all others must
+    // come through as they were.
+    let mask = !gst::BufferFlags::DISCONT;
+    assert_eq!(got.flags() & mask, want.flags() & mask, "flags {i}");
+}
+
+/// The KID and counter of an SFrame, read with our own parser.
+pub fn sframe_header(frame: &gst::BufferRef) -> (u64, u64) {
+    let map = frame.map_readable().unwrap();
+    let (header, _) = gststreamcrypt::sframe::Header::decode(&map).unwrap();
+    (header.kid, header.ctr)
+}
+
+pub fn stats(element: &gst::Element) -> gst::Structure {
+    element.property::<gst::Structure>("stats")
+}
+
+pub fn stat(element: &gst::Element, field: &str) -> u64 {
+    stats(element)
+        .get::<u64>(field)
+        .unwrap_or_else(|e| panic!("stats field {field}: {e}"))
+}
+
+/// Messages on `bus` so far.
+pub fn drain(bus: &gst::Bus) -> Vec<gst::Message> {
+    std::iter::from_fn(|| bus.pop()).collect()
+}
+
+pub fn warnings(messages: &[gst::Message]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Warning(w) => Some(w.error().to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first error message's GError and text.
+pub fn first_error(messages: &[gst::Message]) -> Option<glib::Error> {
+    messages.iter().find_map(|m| match m.view() {
+        gst::MessageView::Error(e) => Some(e.error()),
+        _ => None,
+    })
+}
+
+/// `appsrc ! elements... ! appsink`, for tests that need a real pipeline: streaming
+/// threads, restarts, property changes from other threads.
+pub struct AppPipeline {
+    pub pipeline: gst::Pipeline,
+    pub src: gst_app::AppSrc,
+    pub sink: gst_app::AppSink,
+}
+
+impl AppPipeline {
+    pub fn new(elements: &[&gst::Element]) -> Self {
+        init();
+        let src = gst_app::AppSrc::builder()
+            .caps(&gst::Caps::new_empty_simple(
+                "application/x-streamcrypt-test",
+            ))
+            .format(gst::Format::Time)
+            .build();
+        let sink = gst_app::AppSink::builder().sync(false).build();
+        let pipeline = gst::Pipeline::new();
+        let mut chain: Vec<&gst::Element> = vec![src.upcast_ref()];
+        chain.extend(elements);
+        chain.push(sink.upcast_ref());
+        pipeline.add_many(chain.iter().copied()).unwrap();
+        gst::Element::link_many(chain.iter().copied()).unwrap();
+        Self {
+            pipeline,
+            src,
+            sink,
+        }
+    }
+
+    /// Plays `buffers` through to EOS and returns what came out; panics on an error.
+    pub fn run(&self, buffers: impl IntoIterator<Item = gst::Buffer>) -> Vec<gst::Buffer> {
+        self.pipeline.set_state(gst::State::Playing).unwrap();
+        for buffer in buffers {
+            self.src.push_buffer(buffer).unwrap();
+        }
+        self.src.end_of_stream().unwrap();
+        let out = self.collect();
+        self.stop();
+        out
+    }
+
+    /// Pulls until EOS.
+    pub fn collect(&self) -> Vec<gst::Buffer> {
+        let mut out = Vec::new();
+        while let Ok(sample) = self.sink.pull_sample() {
+            out.push(sample.buffer_owned().unwrap());
+        }
+        out
+    }
+
+    /// Sets the pipeline to NULL, panicking if an error was posted.
+    pub fn stop(&self) {
+        let messages = drain(&self.pipeline.bus().unwrap());
+        self.pipeline.set_state(gst::State::Null).unwrap();
+        if let Some(err) = first_error(&messages) {
+            panic!("pipeline error: {err}");
+        }
+    }
+}
