@@ -711,3 +711,32 @@ fn gap_buffers_keep_their_flag() {
     assert_eq!(plain.size(), 0);
     assert_eq!(plain.pts(), Some(gst::ClockTime::SECOND));
 }
+
+#[test]
+fn tagged_metas_survive_the_round_trip() {
+    // Opus decoders rely on the audio clipping meta (pre-skip, end trimming), which
+    // carries the "audio" tag that BaseTransform would not copy by default.
+    let (mut enc, _) = encrypter(KEY_A, 1);
+    let (mut dec, _) = decrypter(KEY_A, 1);
+    let mut buffer = media_buffer(0);
+    gst_audio::AudioClippingMeta::add(
+        buffer.get_mut().unwrap(),
+        gst::format::Default::from_u64(312),
+        gst::format::Default::from_u64(100),
+    );
+    let frame = enc.push_and_pull(buffer).unwrap();
+    assert!(frame.meta::<gst_audio::AudioClippingMeta>().is_some());
+    let plain = dec.push_and_pull(frame).unwrap();
+    let meta = plain
+        .meta::<gst_audio::AudioClippingMeta>()
+        .expect("clipping meta");
+    assert_eq!(
+        meta.start(),
+        gst::GenericFormattedValue::from(gst::format::Default::from_u64(312))
+    );
+    assert_eq!(
+        meta.end(),
+        gst::GenericFormattedValue::from(gst::format::Default::from_u64(100))
+    );
+    assert_is_media_buffer(&plain, 0);
+}

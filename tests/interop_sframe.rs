@@ -13,12 +13,17 @@ use sframe::CipherSuite;
 use sframe::frame::{EncryptedFrame, MediaFrame, MonotonicCounter};
 use sframe::key::{DecryptionKey, EncryptionKey};
 
-const KIDS: [u64; 6] = [0, 7, 8, 0x1234, 0xdead_beef_01, u64::MAX];
+const KIDS: [u64; 6] = [0, 7, 8, 0x1234, 0x00de_adbe_ef01, u64::MAX];
 
 /// Each KID's key: 16 or 32 bytes, derived from the KID so that they all differ.
 fn key_hex(kid: u64, len: usize) -> String {
     (0..len)
-        .map(|i| format!("{:02x}", (kid as usize).wrapping_mul(13).wrapping_add(i * 29) as u8))
+        .map(|i| {
+            format!(
+                "{:02x}",
+                (kid as usize).wrapping_mul(13).wrapping_add(i * 29) as u8
+            )
+        })
         .collect()
 }
 
@@ -65,7 +70,9 @@ fn ours_opened_by_the_sframe_crate() {
                 let bytes = frame.map_readable().unwrap().to_vec();
                 let parsed = EncryptedFrame::try_new(bytes).unwrap();
                 assert_eq!(parsed.header().key_id(), kid, "{mode}");
-                let media = parsed.decrypt(&keys).unwrap_or_else(|e| panic!("{mode} KID {kid}: {e}"));
+                let media = parsed
+                    .decrypt(&keys)
+                    .unwrap_or_else(|e| panic!("{mode} KID {kid}: {e}"));
                 assert_eq!(media.payload(), payload(i), "{mode} KID {kid}");
                 i += 1;
             }

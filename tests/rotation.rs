@@ -30,7 +30,11 @@ enum Interface {
 }
 
 fn key_for(kid: u64) -> String {
-    format!("{:016x}{:016x}", kid.wrapping_mul(0x9e37_79b9_7f4a_7c15), !kid)
+    format!(
+        "{:016x}{:016x}",
+        kid.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        !kid
+    )
 }
 
 fn rotate_while_flowing(order: Order, interface: Interface) {
@@ -66,7 +70,8 @@ fn rotate_while_flowing(order: Order, interface: Interface) {
 
     let done = Arc::new(AtomicBool::new(false));
     let rotator = {
-        let (enc, dec, done, encrypted) = (enc.clone(), dec.clone(), done.clone(), encrypted.clone());
+        let (enc, dec, done, encrypted) =
+            (enc.clone(), dec.clone(), done.clone(), encrypted.clone());
         std::thread::spawn(move || {
             for kid in 1..=ROTATIONS {
                 // Let a few buffers go out under the current key first.
@@ -133,20 +138,35 @@ fn rotate_while_flowing(order: Order, interface: Interface) {
     for (i, buffer) in out.iter().enumerate() {
         assert_is_media_buffer(buffer, i as u64);
         if i > 0 {
-            assert!(!buffer.flags().contains(gst::BufferFlags::DISCONT), "{what}: {i}");
+            assert!(
+                !buffer.flags().contains(gst::BufferFlags::DISCONT),
+                "{what}: {i}"
+            );
         }
     }
     let stats = stats(&dec);
-    assert_eq!(stats.get::<u64>("key-switches"), Ok(ROTATIONS), "{what}: {stats}");
+    assert_eq!(
+        stats.get::<u64>("key-switches"),
+        Ok(ROTATIONS),
+        "{what}: {stats}"
+    );
     assert_eq!(stats.get::<u64>("dropped"), Ok(0), "{what}: {stats}");
     assert_eq!(stats.get::<u64>("kid"), Ok(ROTATIONS), "{what}: {stats}");
-    assert_eq!(self::stats(&enc).get::<u64>("key-switches"), Ok(ROTATIONS), "{what}");
+    assert_eq!(
+        self::stats(&enc).get::<u64>("key-switches"),
+        Ok(ROTATIONS),
+        "{what}"
+    );
     let expected_requests = match order {
         Order::ReceiverFirst => 0,
         Order::SenderFirst => ROTATIONS,
     };
     assert_eq!(requests.load(Ordering::SeqCst), expected_requests, "{what}");
-    assert_eq!(stats.get::<u64>("key-requests"), Ok(expected_requests), "{what}");
+    assert_eq!(
+        stats.get::<u64>("key-requests"),
+        Ok(expected_requests),
+        "{what}"
+    );
 }
 
 #[test]

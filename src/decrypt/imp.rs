@@ -647,6 +647,19 @@ impl BaseTransformImpl for StreamDecrypt {
         common::output_buffer(self, inbuf, size)
     }
 
+    fn transform_meta<'a>(
+        &self,
+        _outbuf: &mut gst::BufferRef,
+        _meta: gst::MetaRef<'a, gst::Meta>,
+        _inbuf: &'a gst::BufferRef,
+    ) -> bool {
+        // Every meta goes along, not only untagged ones as BaseTransform's default
+        // does: the decrypter must restore what the encrypter was given (audio
+        // clipping, video layout, timecodes...), and the bytes they describe come
+        // back exactly.
+        true
+    }
+
     fn transform(
         &self,
         inbuf: &gst::Buffer,

@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The plugin as users load it, each in a process of its own: gst-launch-1.0 and
+//! gst-inspect-1.0, every example in `pipelines/`, and the Python and C embedding
+//! examples in `examples/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A directory holding only the plugin this test binary was built with. `cargo test`
+/// builds the cdylib into target/<profile>/deps (next to this binary) but, unlike
+/// `cargo build`, does not copy it up to target/<profile>; deps/ also holds
+/// proc-macro libraries that GStreamer must not try to load.
+fn plugin_dir(scratch: &Path) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let built = exe.parent().unwrap().join("libgststreamcrypt.so");
+    assert!(built.exists(), "{} not built", built.display());
+    let dir = scratch.join("plugin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("libgststreamcrypt.so");
+    if !link.exists() {
+        std::os::unix::fs::symlink(&built, &link).unwrap();
+    }
+    dir
+}
+
+/// A command that sees only the freshly built plugin, with a registry of its own.
+fn gst_command(program: &str, scratch: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env("GST_PLUGIN_PATH", plugin_dir(scratch))
+        .env("GST_REGISTRY", scratch.join("registry.bin"))
+        .env_remove("GST_DEBUG");
+    command
+}
+
+fn check(output: Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn every_pipeline_example_runs() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "sh"))
+        .collect();
+    scripts.sort();
+    assert!(
+        scripts.len() >= 4,
+        "examples missing from {}",
+        examples.display()
+    );
+    for script in scripts {
+        let scratch = tempfile::tempdir().unwrap();
+        let output = gst_command("sh", scratch.path())
+            .arg(&script)
+            .env("OUT", scratch.path())
+            .output()
+            .unwrap();
+        let stdout = check(output, &script.display().to_string());
+        println!("{}: {}", script.display(), stdout.trim());
+    }
+}
+
+/// KID and counter of every SFrame written by one gst-launch run.
+fn encrypt_in_new_process(scratch: &Path, run: &str) -> Vec<(u64, u64)> {
+    let dir = scratch.join(run);
+    std::fs::create_dir(&dir).unwrap();
+    let output = gst_command("gst-launch-1.0", scratch)
+        .args([
+            "-q",
+            "videotestsrc",
+            "num-buffers=50",
+            "!",
+            "video/x-raw,width=64,height=48",
+        ])
+        .args([
+            "!",
+            "streamencrypt",
+            "key=000102030405060708090a0b0c0d0e0f",
+            "key-id=3",
+        ])
+        .arg("!")
+        .arg("multifilesink")
+        .arg(format!("location={}/%05d.bin", dir.display()))
+        .output()
+        .unwrap();
+    check(output, run);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let frame = std::fs::read(file).unwrap();
+            let (header, _) = gststreamcrypt::sframe::Header::decode(&frame).unwrap();
+            (header.kid, header.ctr)
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_process_with_the_same_key_never_reuses_a_counter() {
+    let scratch = tempfile::tempdir().unwrap();
+    let first = encrypt_in_new_process(scratch.path(), "first");
+    let second = encrypt_in_new_process(scratch.path(), "second");
+    assert_eq!(first.len(), 50);
+    assert_eq!(second.len(), 50);
+    assert!(first.iter().chain(&second).all(|(kid, _)| *kid == 3));
+    let last_of_first = first.iter().map(|(_, ctr)| *ctr).max().unwrap();
+    let first_of_second = second.iter().map(|(_, ctr)| *ctr).min().unwrap();
+    assert!(
+        first_of_second > last_of_first,
+        "second run started at {first_of_second}, first ended at {last_of_first}"
+    );
+}
+
+#[test]
+fn gst_inspect_documents_every_property_and_signal() {
+    let scratch = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str]); 2] = [
+        (
+            "streamencrypt",
+            &[
+                "mode",
+                "key ",
+                "key-id",
+                "key-file",
+                "rotate-on-keyframe",
+                "clear-keys-on-stop",
+                "stats",
+                "\"set-key\"",
+                "aes-128-gcm",
+                "aes-256-gcm",
+            ],
+        ),
+        (
+            "streamdecrypt",
+            &[
+                "mode",
+                "key ",
+                "key-id",
+                "key-file",
+                "on-error",
+                "replay-window",
+                "max-keys",
+                "clear-keys-on-stop",
+                "stats",
+                "\"add-key\"",
+                "\"remove-key\"",
+                "\"clear-keys\"",
+                "\"request-key\"",
+            ],
+        ),
+    ];
+    for (element, names) in cases {
+        let stdout = check(
+            gst_command("gst-inspect-1.0", scratch.path())
+                .arg(element)
+                .output()
+                .unwrap(),
+            element,
+        );
+        for name in names {
+            assert!(
+                stdout.contains(name),
+                "{element}: {name} missing:\n{stdout}"
+            );
+        }
+        // Every property of ours has a description of its own.
+        assert!(
+            !stdout.contains(": (null)"),
+            "{element}: undocumented property"
+        );
+    }
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
+#[test]
+fn python_application_rotates_keys() {
+    // Debian's interpreter: it is the one that has python3-gi.
+    let scratch = tempfile::tempdir().unwrap();
+    let output = gst_command("/usr/bin/python3", scratch.path())
+        .arg(example("rotate_keys.py"))
+        .arg("2")
+        .output()
+        .unwrap();
+    let stdout = check(output, "examples/rotate_keys.py (needs python3-gi)");
+    println!("{}", stdout.trim());
+}
+
+#[test]
+fn c_application_rotates_keys() {
+    let scratch = tempfile::tempdir().unwrap();
+    let binary = scratch.path().join("rotate_keys");
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "gstreamer-1.0"])
+        .output()
+        .unwrap();
+    let flags = check(flags, "pkg-config gstreamer-1.0");
+    let compile = Command::new("cc")
+        .arg(example("rotate_keys.c"))
+        .args(flags.split_whitespace())
+        .args(["-Wall", "-Werror", "-o"])
+        .arg(&binary)
+        .output()
+        .unwrap();
+    check(compile, "cc examples/rotate_keys.c");
+    let output = gst_command(binary.to_str().unwrap(), scratch.path())
+        .output()
+        .unwrap();
+    let stdout = check(output, "examples/rotate_keys.c");
+    println!("{}", stdout.trim());
+}
+
+#[test]
+fn rust_demo_rotates_keys() {
+    // cargo test builds the examples next to deps/: target/<profile>/examples/demo.
+    let exe = std::env::current_exe().unwrap();
+    let demo = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("demo");
+    let scratch = tempfile::tempdir().unwrap();
+    let output = gst_command(demo.to_str().unwrap(), scratch.path())
+        .arg("2")
+        .output()
+        .unwrap();
+    let stdout = check(output, "examples/demo.rs");
+    assert!(
+        stdout.contains("result: 60/60 frames decrypted bit-exact"),
+        "{stdout}"
+    );
+}
