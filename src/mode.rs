@@ -14,12 +14,12 @@ use crate::sframe::CipherSuite;
 pub enum Mode {
     #[default]
     #[enum_value(
-        name = "SFrame AES-128-GCM (RFC 9605 suite 4): 16-byte key, 17-24 bytes overhead",
+        name = "SFrame AES-128-GCM (RFC 9605 suite 4): 16-byte key, +24 bytes per buffer",
         nick = "aes-128-gcm"
     )]
     Aes128Gcm = 0,
     #[enum_value(
-        name = "SFrame AES-256-GCM (RFC 9605 suite 5): 32-byte key, 17-24 bytes overhead",
+        name = "SFrame AES-256-GCM (RFC 9605 suite 5): 32-byte key, +24 bytes per buffer",
         nick = "aes-256-gcm"
     )]
     Aes256Gcm = 1,

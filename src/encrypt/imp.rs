@@ -317,8 +317,9 @@ impl ElementImpl for StreamEncrypt {
             gst::subclass::ElementMetadata::new(
                 "Stream encrypter",
                 "Filter/Encryptor",
-                "Encrypts and authenticates each buffer as one SFrame (RFC 9605); \
-                 keys rotate while playing",
+                "Encrypts and authenticates each buffer as one SFrame (RFC 9605). \
+                 Action signal set-key(kid, hex) switches key and KID together at the \
+                 next buffer, from any thread, while playing",
                 "streamcrypt developers",
             )
         });
