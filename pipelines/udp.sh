@@ -8,15 +8,15 @@ KEY=$(openssl rand -hex 16)
 PORT=${PORT:-$((20000 + $$ % 20000))}
 FRAMES=100
 
-# Receiver first: it stops after $FRAMES decoded frames.
-gst-launch-1.0 -q udpsrc address=127.0.0.1 port=$PORT \
+# Receiver first: it stops after $FRAMES decoded frames (or fails after 30 s).
+timeout 30 gst-launch-1.0 -q udpsrc address=127.0.0.1 port=$PORT \
     caps="application/x-rtp,media=application,clock-rate=90000,encoding-name=X-GST" \
   ! rtpgstdepay ! streamdecrypt key=$KEY key-id=3 on-error=fail \
   ! opusdec ! identity eos-after=$FRAMES ! fakesink sync=false &
 RECEIVER=$!
 sleep 1
 
-gst-launch-1.0 -q audiotestsrc is-live=true num-buffers=$((FRAMES + 50)) samplesperbuffer=960 \
+gst-launch-1.0 -q audiotestsrc is-live=true num-buffers=$((FRAMES + 100)) samplesperbuffer=960 \
   ! audio/x-raw,rate=48000,channels=1 ! opusenc \
   ! streamencrypt key=$KEY key-id=3 \
   ! rtpgstpay config-interval=1 ! udpsink host=127.0.0.1 port=$PORT

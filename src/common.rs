@@ -135,14 +135,53 @@ impl KeySettings {
     }
 }
 
-/// Posts a warning that a key was refused. Call holding none of the element's
-/// locks: a bus sync handler may call back into the element.
-pub fn post_refused<T: ElementImpl>(imp: &T, what: &str, err: &KeyError) {
-    gst::element_imp_warning!(
-        imp,
-        gst::LibraryError::Settings,
-        ("{what} refused: {err}; the previous key stays in use")
-    );
+/// What the two elements share in handling keys handed to them.
+pub trait KeyedElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
+    fn category() -> &'static gst::DebugCategory;
+
+    /// Runs `f` on the element's key settings, under its settings lock.
+    fn with_key_settings<R>(&self, f: impl FnOnce(&mut KeySettings) -> R) -> R;
+
+    /// Takes a key handed over by the `(kid, hex)` action signal.
+    fn accept_key(&self, kid: u64, key: SecretKey) -> Result<(), KeyError>;
+
+    /// Records and reports a refused key; the key in use stays. Call holding none
+    /// of the element's locks: a bus sync handler may call back into the element.
+    fn refuse(&self, what: &str, err: KeyError) {
+        gst::warning!(Self::category(), imp = self, "{what} refused: {err}");
+        self.with_key_settings(|keys| keys.refused = Some(err.to_string()));
+        gst::element_imp_warning!(
+            self,
+            gst::LibraryError::Settings,
+            ("{what} refused: {err}; the previous key stays in use")
+        );
+    }
+}
+
+/// The action signal `gboolean name (guint64 kid, gchararray hex)`: parses the key,
+/// hands it to `accept_key`, and returns whether it was taken.
+pub fn key_signal<T: KeyedElement>(name: &'static str) -> glib::subclass::Signal {
+    glib::subclass::Signal::builder(name)
+        .param_types([u64::static_type(), String::static_type()])
+        .return_type::<bool>()
+        .action()
+        .class_handler(move |args| {
+            let element = args[0].get::<T::Type>().expect("signal arg");
+            let kid = args[1].get::<u64>().expect("signal arg");
+            let hex = args[2].get::<Option<String>>().expect("signal arg");
+            let imp = element.imp();
+            let result = SecretKey::from_hex(hex.as_deref().unwrap_or(""))
+                .and_then(|key| imp.accept_key(kid, key));
+            let accepted = match result {
+                Ok(()) => true,
+                Err(err) => {
+                    imp.refuse(&format!("{name} for KID {kid}"), err);
+                    false
+                }
+            };
+            Some(accepted.to_value())
+        })
+        .build()
 }
 
 /// A fresh output buffer of `size` bytes carrying the input's flags, timestamps,

@@ -15,7 +15,7 @@ use gst_base::subclass::base_transform::{InputBuffer, PrepareOutputBufferSuccess
 use gst_base::subclass::prelude::*;
 
 use super::OnError;
-use crate::common::{self, KeySettings};
+use crate::common::{self, KeySettings, KeyedElement};
 use crate::keyring::KeyRing;
 use crate::keys::{KeyError, SecretKey, read_key_file};
 use crate::mode::Mode;
@@ -229,12 +229,6 @@ impl StreamDecrypt {
         Ok(())
     }
 
-    fn refuse(&self, what: &str, err: KeyError) {
-        gst::warning!(CAT, imp = self, "{what} refused: {err}");
-        self.settings.lock().unwrap().keys.refused = Some(err.to_string());
-        common::post_refused(self, what, &err);
-    }
-
     /// Asks the application for the key of an unknown KID, holding no lock: the
     /// handler may call `add-key` itself, or return the key.
     fn request_key(&self, kid: u64) -> Option<Arc<LiveKey>> {
@@ -311,6 +305,20 @@ impl StreamDecrypt {
     }
 }
 
+impl KeyedElement for StreamDecrypt {
+    fn category() -> &'static gst::DebugCategory {
+        &CAT
+    }
+
+    fn with_key_settings<R>(&self, f: impl FnOnce(&mut KeySettings) -> R) -> R {
+        f(&mut self.settings.lock().unwrap().keys)
+    }
+
+    fn accept_key(&self, kid: u64, key: SecretKey) -> Result<(), KeyError> {
+        self.add_key(kid, key)
+    }
+}
+
 #[glib::object_subclass]
 impl ObjectSubclass for StreamDecrypt {
     const NAME: &'static str = "GstStreamDecrypt";
@@ -366,26 +374,7 @@ impl ObjectImpl for StreamDecrypt {
     fn signals() -> &'static [glib::subclass::Signal] {
         static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
             vec![
-                // add-key(kid, hex) -> accepted
-                glib::subclass::Signal::builder("add-key")
-                    .param_types([u64::static_type(), String::static_type()])
-                    .return_type::<bool>()
-                    .action()
-                    .class_handler(|args| {
-                        let element = args[0].get::<super::StreamDecrypt>().expect("signal arg");
-                        let kid = args[1].get::<u64>().expect("signal arg");
-                        let hex = args[2].get::<Option<String>>().expect("signal arg");
-                        let imp = element.imp();
-                        let accepted = match imp.add_key_hex(kid, hex.as_deref().unwrap_or("")) {
-                            Ok(()) => true,
-                            Err(err) => {
-                                imp.refuse(&format!("add-key for KID {kid}"), err);
-                                false
-                            }
-                        };
-                        Some(accepted.to_value())
-                    })
-                    .build(),
+                common::key_signal::<StreamDecrypt>("add-key"),
                 // remove-key(kid) -> whether there was such a key
                 glib::subclass::Signal::builder("remove-key")
                     .param_types([u64::static_type()])

@@ -11,7 +11,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::base_transform::{InputBuffer, PrepareOutputBufferSuccess};
 use gst_base::subclass::prelude::*;
 
-use crate::common::{self, KeySettings};
+use crate::common::{self, KeySettings, KeyedElement};
 use crate::keys::{KeyError, SecretKey, read_key_file};
 use crate::sframe::{MAX_OVERHEAD, SendCounter, SframeKey};
 
@@ -139,13 +139,6 @@ impl StreamEncrypt {
         Ok(())
     }
 
-    /// Records and reports a refused key; the key in use stays.
-    fn refuse(&self, what: &str, err: KeyError) {
-        gst::warning!(CAT, imp = self, "{what} refused: {err}");
-        self.settings.lock().unwrap().keys.refused = Some(err.to_string());
-        common::post_refused(self, what, &err);
-    }
-
     /// The key to start with, from `key-file` or `key` (whichever was set last).
     fn start_key(settings: &Settings) -> Result<SframeKey, gst::ErrorMessage> {
         let keys = &settings.keys;
@@ -178,6 +171,20 @@ impl StreamEncrypt {
             ("The key for KID {kid} has protected {limit} frames, the most its cipher \
                  suite allows: set a new key (set-key, or key-id and key) to go on")
         );
+    }
+}
+
+impl KeyedElement for StreamEncrypt {
+    fn category() -> &'static gst::DebugCategory {
+        &CAT
+    }
+
+    fn with_key_settings<R>(&self, f: impl FnOnce(&mut KeySettings) -> R) -> R {
+        f(&mut self.settings.lock().unwrap().keys)
+    }
+
+    fn accept_key(&self, kid: u64, key: SecretKey) -> Result<(), KeyError> {
+        self.install_key(kid, key)
     }
 }
 
@@ -215,32 +222,8 @@ impl ObjectImpl for StreamEncrypt {
     }
 
     fn signals() -> &'static [glib::subclass::Signal] {
-        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
-            vec![
-                // set-key(kid, hex) -> accepted
-                glib::subclass::Signal::builder("set-key")
-                    .param_types([u64::static_type(), String::static_type()])
-                    .return_type::<bool>()
-                    .action()
-                    .class_handler(|args| {
-                        let element = args[0].get::<super::StreamEncrypt>().expect("signal arg");
-                        let kid = args[1].get::<u64>().expect("signal arg");
-                        let hex = args[2].get::<Option<String>>().expect("signal arg");
-                        let imp = element.imp();
-                        let result = SecretKey::from_hex(hex.as_deref().unwrap_or(""))
-                            .and_then(|key| imp.install_key(kid, key));
-                        let accepted = match result {
-                            Ok(()) => true,
-                            Err(err) => {
-                                imp.refuse(&format!("set-key for KID {kid}"), err);
-                                false
-                            }
-                        };
-                        Some(accepted.to_value())
-                    })
-                    .build(),
-            ]
-        });
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> =
+            LazyLock::new(|| vec![common::key_signal::<StreamEncrypt>("set-key")]);
         SIGNALS.as_ref()
     }
 

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Keys are wiped from memory when dropped. A test binary of its own: its global
+//! allocator looks into every heap block freed while a check runs, for the bytes of
+//! a key (base key, or the AES key derived from it, which is also the first round
+//! key of its schedule).
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use common::*;
+use gst::prelude::*;
+
+/// The needles, as (bytes, length); at most 4 of 32 bytes. Read by the allocator,
+/// which must not allocate itself.
+static NEEDLES: Mutex<[([u8; 32], usize); 4]> = Mutex::new([([0; 32], 0); 4]);
+static WATCHING: AtomicBool = AtomicBool::new(false);
+static FOUND: AtomicUsize = AtomicUsize::new(0);
+
+struct Inspecting;
+
+unsafe impl GlobalAlloc for Inspecting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if WATCHING.load(Ordering::SeqCst)
+            && let Ok(needles) = NEEDLES.try_lock()
+        {
+            // SAFETY: the block is still ours until System.dealloc below.
+            let block = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
+            for (needle, len) in needles.iter().filter(|(_, len)| *len > 0) {
+                if block.windows(*len).any(|w| w == &needle[..*len]) {
+                    FOUND.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Inspecting = Inspecting;
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Runs `work` with the allocator watching for `needles`; returns how many freed
+/// blocks still held one of them.
+fn freed_blocks_holding(needles: &[&[u8]], work: impl FnOnce()) -> usize {
+    // One check at a time: the allocator watches every thread.
+    static SERIAL: Mutex<()> = Mutex::new(());
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    {
+        let mut slots = NEEDLES.lock().unwrap();
+        for (slot, needle) in slots.iter_mut().zip(needles) {
+            slot.0[..needle.len()].copy_from_slice(needle);
+            slot.1 = needle.len();
+        }
+    }
+    FOUND.store(0, Ordering::SeqCst);
+    WATCHING.store(true, Ordering::SeqCst);
+    work();
+    WATCHING.store(false, Ordering::SeqCst);
+    *NEEDLES.lock().unwrap() = [([0; 32], 0); 4];
+    FOUND.load(Ordering::SeqCst)
+}
+
+// RFC 9605 vector, suite 4: base key, KID 0x123, and the AES key HKDF derives.
+const BASE_KEY: &str = "000102030405060708090a0b0c0d0e0f";
+const KID: u64 = 0x123;
+const DERIVED_KEY: &str = "d34f547f4ca4f9a7447006fe7fcbf768";
+
+#[test]
+fn the_allocator_sees_keys_that_are_not_wiped() {
+    // The check itself works: a plain Vec holding the key is found when freed.
+    let base = hex(BASE_KEY);
+    let found = freed_blocks_holding(&[&base], || drop(hex(BASE_KEY)));
+    assert_eq!(found, 1);
+}
+
+#[test]
+fn derived_keys_and_schedules_are_wiped() {
+    use gststreamcrypt::keys::SecretKey;
+    use gststreamcrypt::sframe::{CipherSuite, SframeKey};
+    let (base, derived) = (hex(BASE_KEY), hex(DERIVED_KEY));
+    let found = freed_blocks_holding(&[&base, &derived], || {
+        let secret = SecretKey::from_hex(BASE_KEY).unwrap();
+        let key = SframeKey::derive(CipherSuite::Aes128GcmSha256, KID, secret.as_bytes());
+        let mut out = vec![0u8; 64];
+        key.encrypt_into(1, &[], b"frame", &mut out).unwrap();
+        drop(key);
+        drop(secret);
+    });
+    assert_eq!(found, 0);
+}
+
+#[test]
+fn elements_wipe_their_keys_on_stop_and_drop() {
+    init();
+    let (base, derived) = (hex(BASE_KEY), hex(DERIVED_KEY));
+    let found = freed_blocks_holding(&[&base, &derived], || {
+        let enc = make(&format!("streamencrypt key={BASE_KEY} key-id={KID}"));
+        let dec = make(&format!("streamdecrypt key={BASE_KEY} key-id={KID}"));
+        let _: bool = dec.emit_by_name("add-key", &[&7u64, &BASE_KEY]);
+        let pipeline = AppPipeline::new(&[&enc, &dec]);
+        assert_eq!(pipeline.run((0..10).map(media_buffer)).len(), 10);
+        drop(pipeline);
+        drop(enc);
+        drop(dec);
+    });
+    assert_eq!(found, 0);
+}
