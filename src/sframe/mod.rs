@@ -18,7 +18,8 @@ use crate::cipher::{Aead, CipherError, MAX_TAG_LEN, NONCE_LEN};
 pub use counter::{Exhausted, Fingerprint, SendCounter};
 pub use header::{Header, HeaderError, MAX_HEADER_LEN};
 pub use replay::{Replay, ReplayWindow};
-pub use suite::{CipherSuite, Kdf};
+use sm3::Sm3;
+pub use suite::{AeadKind, CipherSuite, Kdf};
 
 /// Most bytes an SFrame adds to a payload: the longest header and tag.
 pub const MAX_OVERHEAD: usize = MAX_HEADER_LEN + MAX_TAG_LEN;
@@ -100,6 +101,7 @@ fn hkdf(kdf: Kdf, ikm: &[u8], info: &[u8], okm: &mut [u8]) {
     match kdf {
         Kdf::Sha256 => Hkdf::<Sha256>::new(Some(&[]), ikm).expand(info, okm),
         Kdf::Sha512 => Hkdf::<Sha512>::new(Some(&[]), ikm).expand(info, okm),
+        Kdf::Sm3 => Hkdf::<Sm3>::new(Some(&[]), ikm).expand(info, okm),
     }
     .expect("SFrame derives at most 255 hash lengths");
 }
@@ -142,7 +144,10 @@ impl SframeKey {
             &label("salt", kid, suite),
             &mut *salt,
         );
-        let aead = Aead::aes_gcm(&key);
+        let aead = match suite.aead() {
+            AeadKind::Gcm(cipher) => Aead::gcm(cipher, &key),
+            AeadKind::CtrHmac(tag_len) => Aead::ctr_hmac(&key, tag_len),
+        };
         let fingerprint = Sha256::new()
             .chain_update(b"streamcrypt counter registry")
             .chain_update(label("key", kid, suite))
