@@ -5,6 +5,7 @@ use gst::glib;
 
 pub mod cipher;
 mod common;
+pub mod compat;
 pub mod decrypt;
 pub mod encrypt;
 pub mod keyring;

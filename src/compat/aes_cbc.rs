@@ -1,0 +1,370 @@
+// SPDX-License-Identifier: MPL-2.0
+//! AES-128/256-CBC in exactly the stream format of gst-plugins-bad's `aesenc` and
+//! `aesdec`, so that either side interoperates with them.
+//!
+//! One CBC chain runs over the whole stream, starting from the `iv` property:
+//! each buffer's first block is chained to the previous buffer's last ciphertext
+//! block. With `serialize-iv`, the IV is written in front of the first buffer.
+//! With `per-buffer-padding` (the default) every buffer is padded with PKCS#7 on
+//! its own and comes out as one buffer; without it, the stream is one CBC message,
+//! padded once at the end: output buffers do not line up with input buffers, and
+//! the last block follows at EOS as a buffer of its own.
+//!
+//! Limits: nothing is authenticated. A wrong key or corrupt data is noticed only
+//! through invalid padding (missed with probability about 1/255), and only with
+//! per-buffer padding; a lost buffer garbles the first block of the next one.
+
+use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use aes::{Aes128, Aes256};
+
+use super::{Invalid, blocks_mut, first_valid, pkcs7};
+
+const BLOCK: usize = pkcs7::BLOCK;
+
+pub enum AesKey {
+    Aes128(Box<Aes128>),
+    Aes256(Box<Aes256>),
+}
+
+impl AesKey {
+    /// # Panics
+    /// On a key that is not 16 or 32 bytes.
+    pub fn new(key: &[u8]) -> Self {
+        match key.len() {
+            16 => AesKey::Aes128(Box::new(Aes128::new_from_slice(key).expect("16 bytes"))),
+            32 => AesKey::Aes256(Box::new(Aes256::new_from_slice(key).expect("32 bytes"))),
+            n => panic!("AES-CBC key of {n} bytes"),
+        }
+    }
+
+    /// CBC-encrypts whole blocks in place, chaining from `chain`, which is left
+    /// holding the last ciphertext block.
+    fn encrypt_cbc(&self, chain: &mut [u8; BLOCK], data: &mut [u8]) {
+        for block in data.chunks_exact_mut(BLOCK) {
+            for (b, c) in block.iter_mut().zip(chain.iter()) {
+                *b ^= c;
+            }
+            match self {
+                AesKey::Aes128(key) => key.encrypt_block(block.try_into().expect("block")),
+                AesKey::Aes256(key) => key.encrypt_block(block.try_into().expect("block")),
+            }
+            chain.copy_from_slice(block);
+        }
+    }
+
+    /// CBC-decrypts `ciphertext` (whole blocks) into `out`, chaining from `chain`.
+    fn decrypt_cbc(&self, chain: &[u8; BLOCK], ciphertext: &[u8], out: &mut [u8]) {
+        let out = &mut out[..ciphertext.len()];
+        out.copy_from_slice(ciphertext);
+        // Decryption parallelises: every block at once, then the XOR.
+        match self {
+            AesKey::Aes128(key) => key.decrypt_blocks(blocks_mut::<Aes128>(out)),
+            AesKey::Aes256(key) => key.decrypt_blocks(blocks_mut::<Aes256>(out)),
+        }
+        let previous = std::iter::once(&chain[..]).chain(ciphertext.chunks_exact(BLOCK));
+        for (block, previous) in out.chunks_exact_mut(BLOCK).zip(previous) {
+            for (b, p) in block.iter_mut().zip(previous) {
+                *b ^= p;
+            }
+        }
+    }
+}
+
+/// `aesenc`'s `iv`, `serialize-iv` and `per-buffer-padding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CbcOptions {
+    pub iv: [u8; BLOCK],
+    pub serialize_iv: bool,
+    pub per_buffer_padding: bool,
+}
+
+/// The encrypting side of one stream.
+#[derive(Debug)]
+pub struct CbcEncrypter {
+    options: CbcOptions,
+    chain: [u8; BLOCK],
+    started: bool,
+    /// Without per-buffer padding: the bytes of a block not yet complete.
+    pending: Vec<u8>,
+}
+
+impl CbcEncrypter {
+    pub fn new(options: CbcOptions) -> Self {
+        Self {
+            options,
+            chain: options.iv,
+            started: false,
+            pending: Vec::with_capacity(BLOCK),
+        }
+    }
+
+    /// Most bytes `encrypt` writes for `input_len` bytes in.
+    pub fn max_output_len(input_len: usize) -> usize {
+        input_len + 2 * BLOCK
+    }
+
+    /// Encrypts the next buffer of the stream into `out`; returns the length.
+    pub fn encrypt(&mut self, key: &AesKey, input: &[u8], out: &mut [u8]) -> usize {
+        let mut written = 0;
+        if !self.started {
+            self.started = true;
+            if self.options.serialize_iv {
+                out[..BLOCK].copy_from_slice(&self.options.iv);
+                written = BLOCK;
+            }
+        }
+        let out = &mut out[written..];
+        let len = if self.options.per_buffer_padding {
+            out[..input.len()].copy_from_slice(input);
+            pkcs7::pad(out, input.len())
+        } else {
+            let pending = self.pending.len();
+            let whole = (pending + input.len()) / BLOCK * BLOCK;
+            out[..pending].copy_from_slice(&self.pending);
+            let taken = whole.saturating_sub(pending);
+            out[pending..whole.max(pending)].copy_from_slice(&input[..taken]);
+            self.pending.clear();
+            if whole < pending {
+                self.pending.extend_from_slice(&out[..pending]);
+            }
+            self.pending.extend_from_slice(&input[taken..]);
+            whole
+        };
+        key.encrypt_cbc(&mut self.chain, &mut out[..len]);
+        written + len
+    }
+
+    /// At EOS without per-buffer padding: the final padded block, as `aesenc`
+    /// pushes it (nothing if no buffer came).
+    pub fn finish(&mut self, key: &AesKey) -> Option<[u8; BLOCK]> {
+        if self.options.per_buffer_padding || !self.started {
+            return None;
+        }
+        let mut block = [0u8; BLOCK];
+        block[..self.pending.len()].copy_from_slice(&self.pending);
+        pkcs7::pad(&mut block, self.pending.len());
+        self.pending.clear();
+        key.encrypt_cbc(&mut self.chain, &mut block);
+        Some(block)
+    }
+}
+
+/// The decrypting side of one stream.
+#[derive(Debug)]
+pub struct CbcDecrypter {
+    options: CbcOptions,
+    chain: [u8; BLOCK],
+    started: bool,
+    /// Without per-buffer padding: ciphertext held back, the last whole block
+    /// (it may be the padded one) and any incomplete block.
+    held: Vec<u8>,
+}
+
+impl CbcDecrypter {
+    pub fn new(options: CbcOptions) -> Self {
+        Self {
+            options,
+            chain: options.iv,
+            started: false,
+            held: Vec::new(),
+        }
+    }
+
+    /// Most bytes `decrypt` writes for `input_len` bytes in.
+    pub fn max_output_len(&self, input_len: usize) -> usize {
+        input_len + self.held.len()
+    }
+
+    /// Decrypts the next buffer of the stream into `out`. With per-buffer padding,
+    /// `keys` are tried in order and the index of the one whose padding checks out
+    /// is returned with the length; without, only the first key is used.
+    pub fn decrypt<K: AsRef<AesKey>>(
+        &mut self,
+        keys: &[K],
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<(usize, usize), Invalid> {
+        let mut input = input;
+        if !self.started {
+            self.started = true;
+            if self.options.serialize_iv {
+                let (iv, rest) = input.split_at_checked(BLOCK).ok_or(Invalid)?;
+                self.chain.copy_from_slice(iv);
+                input = rest;
+            }
+        }
+        if self.options.per_buffer_padding {
+            let chain = self.chain;
+            // Whatever the outcome, the next buffer chains to this one's last block.
+            if let Some(last) = input.len().checked_sub(BLOCK) {
+                self.chain.copy_from_slice(&input[last..]);
+            }
+            if input.is_empty() || !input.len().is_multiple_of(BLOCK) {
+                return Err(Invalid);
+            }
+            first_valid(keys, |key| {
+                key.as_ref().decrypt_cbc(&chain, input, out);
+                pkcs7::unpadded_len(&out[..input.len()]).ok_or(Invalid)
+            })
+        } else {
+            let key = keys.first().ok_or(Invalid)?.as_ref();
+            self.held.extend_from_slice(input);
+            // Keep the last whole block back: only EOS tells whether it is the last.
+            let ready = self.held.len().saturating_sub(1) / BLOCK * BLOCK;
+            key.decrypt_cbc(&self.chain, &self.held[..ready], out);
+            if ready > 0 {
+                self.chain.copy_from_slice(&self.held[ready - BLOCK..ready]);
+            }
+            self.held.drain(..ready);
+            Ok((0, ready))
+        }
+    }
+
+    /// At EOS without per-buffer padding: the plaintext of the held-back last
+    /// block, padding removed (`None` if there is nothing to finish).
+    pub fn finish(&mut self, key: &AesKey) -> Option<Result<Vec<u8>, Invalid>> {
+        if self.options.per_buffer_padding || !self.started {
+            return None;
+        }
+        let held = std::mem::take(&mut self.held);
+        if held.len() != BLOCK {
+            return Some(Err(Invalid));
+        }
+        let mut out = [0u8; BLOCK];
+        key.decrypt_cbc(&self.chain, &held, &mut out);
+        Some(
+            pkcs7::unpadded_len(&out)
+                .map(|len| out[..len].to_vec())
+                .ok_or(Invalid),
+        )
+    }
+}
+
+impl AsRef<AesKey> for AesKey {
+    fn as_ref(&self) -> &AesKey {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(serialize_iv: bool, per_buffer_padding: bool) -> CbcOptions {
+        CbcOptions {
+            iv: *b"0123456789abcdef",
+            serialize_iv,
+            per_buffer_padding,
+        }
+    }
+
+    /// Buffers of awkward sizes.
+    fn buffers() -> Vec<Vec<u8>> {
+        [0usize, 1, 15, 16, 17, 33, 100, 5]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (0..len).map(|j| (i * 31 + j) as u8).collect())
+            .collect()
+    }
+
+    fn encrypt_stream(key: &AesKey, options: CbcOptions) -> Vec<Vec<u8>> {
+        let mut enc = CbcEncrypter::new(options);
+        let mut out: Vec<Vec<u8>> = buffers()
+            .iter()
+            .map(|input| {
+                let mut buf = vec![0u8; CbcEncrypter::max_output_len(input.len())];
+                let len = enc.encrypt(key, input, &mut buf);
+                buf.truncate(len);
+                buf
+            })
+            .collect();
+        out.extend(enc.finish(key).map(|block| block.to_vec()));
+        out
+    }
+
+    #[test]
+    fn one_chain_over_the_stream() {
+        // Per-buffer padding, concatenated, equals one CBC run over the padded
+        // buffers: the chain carries over.
+        let key = AesKey::new(&[7u8; 16]);
+        let stream: Vec<u8> = encrypt_stream(&key, options(false, true)).concat();
+        let mut padded = Vec::new();
+        for buffer in buffers() {
+            let start = padded.len();
+            padded.extend(&buffer);
+            padded.resize(start + buffer.len() + pkcs7::pad_len(buffer.len()), 0);
+            pkcs7::pad(&mut padded[start..], buffer.len());
+        }
+        let mut chain = *b"0123456789abcdef";
+        key.encrypt_cbc(&mut chain, &mut padded);
+        assert_eq!(stream, padded);
+    }
+
+    #[test]
+    fn every_option_round_trips() {
+        for key in [AesKey::new(&[1u8; 16]), AesKey::new(&[2u8; 32])] {
+            for serialize_iv in [false, true] {
+                for per_buffer_padding in [false, true] {
+                    let options = options(serialize_iv, per_buffer_padding);
+                    let encrypted = encrypt_stream(&key, options);
+                    let mut dec = CbcDecrypter::new(options);
+                    let mut plain = Vec::new();
+                    for buffer in &encrypted {
+                        let mut out = vec![0u8; dec.max_output_len(buffer.len())];
+                        match dec.decrypt(&[&key], buffer, &mut out) {
+                            Ok((0, len)) => plain.push(out[..len].to_vec()),
+                            other => panic!("{options:?}: {other:?}"),
+                        }
+                    }
+                    if let Some(last) = dec.finish(&key) {
+                        plain.push(last.unwrap());
+                    }
+                    if per_buffer_padding {
+                        assert_eq!(plain, buffers(), "{options:?}");
+                    } else {
+                        assert_eq!(plain.concat(), buffers().concat(), "{options:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn trial_picks_the_key_whose_padding_holds() {
+        let old = AesKey::new(&[1u8; 16]);
+        let new = AesKey::new(&[2u8; 16]);
+        let mut enc = CbcEncrypter::new(options(false, true));
+        let mut dec = CbcDecrypter::new(options(false, true));
+        for (i, key) in [&old, &old, &new, &new, &old].into_iter().enumerate() {
+            let input = vec![i as u8; 20 + i];
+            let mut buf = vec![0u8; 64];
+            let len = enc.encrypt(key, &input, &mut buf);
+            let mut out = vec![0u8; 64];
+            let (index, n) = dec.decrypt(&[&old, &new], &buf[..len], &mut out).unwrap();
+            assert_eq!(index, usize::from(std::ptr::eq(key, &new)), "buffer {i}");
+            assert_eq!(&out[..n], &input[..]);
+        }
+    }
+
+    #[test]
+    fn bad_input_is_invalid_and_the_stream_recovers() {
+        let key = AesKey::new(&[1u8; 16]);
+        let encrypted = encrypt_stream(&key, options(false, true));
+        let mut dec = CbcDecrypter::new(options(false, true));
+        let mut out = vec![0u8; 256];
+        assert!(dec.decrypt(&[&key], &encrypted[0], &mut out).is_ok());
+        // Buffer 1 cut short: invalid. In CBC the damage reaches the first block
+        // of buffer 2 and no further: buffer 3 decrypts again.
+        assert_eq!(
+            dec.decrypt(&[&key], &encrypted[1][..15], &mut out),
+            Err(Invalid)
+        );
+        let _ = dec.decrypt(&[&key], &encrypted[2], &mut out);
+        let wrong = AesKey::new(&[9u8; 16]);
+        let (index, n) = dec
+            .decrypt(&[&wrong, &key], &encrypted[3], &mut out)
+            .unwrap();
+        assert_eq!(index, 1);
+        assert_eq!(&out[..n], &buffers()[3][..]);
+    }
+}
