@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
-//! What both elements share: pads, the key properties, output buffers.
+//! What both elements share: pads, the key and mode properties, output buffers.
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -8,7 +8,9 @@ use gst::glib;
 use gst::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use crate::keys::{KeyError, SecretKey};
+use crate::codec::Format;
+use crate::compat::aes_cbc::CbcOptions;
+use crate::keys::{KeyError, KeyText};
 use crate::mode::Mode;
 
 /// Sink and src pads with caps ANY: the caps that come in go out unchanged.
@@ -82,18 +84,50 @@ pub fn key_properties(key_blurb: &str, key_file_blurb: &str) -> Vec<glib::ParamS
     ]
 }
 
+/// `aesenc`'s own properties, with its names, meaning and defaults, read by the
+/// `aes-128-cbc` and `aes-256-cbc` modes.
+pub fn cbc_properties() -> Vec<glib::ParamSpec> {
+    vec![
+        glib::ParamSpecString::builder("iv")
+            .nick("IV")
+            .blurb(
+                "aes-*-cbc modes: initialization vector in hex (16 bytes), as aesenc's; \
+                 all zeros unless set",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("serialize-iv")
+            .nick("Serialize IV")
+            .blurb("aes-*-cbc modes: the IV travels in the first 16 bytes of the first buffer")
+            .default_value(false)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("per-buffer-padding")
+            .nick("Per-buffer padding")
+            .blurb(
+                "aes-*-cbc modes: pad every buffer with PKCS#7; false pads only the end of \
+                 the stream (buffers then do not line up, and keys cannot rotate)",
+            )
+            .default_value(true)
+            .mutable_ready()
+            .build(),
+    ]
+}
+
 /// Key settings both elements keep between runs.
 #[derive(Debug)]
 pub struct KeySettings {
     pub mode: Mode,
     /// The `key` property, applied with `key_id` at start.
-    pub key: Option<SecretKey>,
+    pub key: Option<KeyText>,
     pub key_id: u64,
     pub key_file: Option<PathBuf>,
     pub clear_keys_on_stop: bool,
     /// Why the last key offered was refused, repeated in the start error when that
     /// leaves the element without a key.
     pub refused: Option<String>,
+    /// `iv`, `serialize-iv`, `per-buffer-padding`.
+    pub cbc: CbcOptions,
 }
 
 impl Default for KeySettings {
@@ -105,19 +139,64 @@ impl Default for KeySettings {
             key_file: None,
             clear_keys_on_stop: true,
             refused: None,
+            cbc: CbcOptions::default(),
         }
     }
 }
 
 impl KeySettings {
-    /// Parses a `key` property value. Its length is checked against the mode at start
-    /// (or at once while running), so that `key` may come before `mode`.
-    pub fn parse_key(value: &glib::Value) -> Result<Option<SecretKey>, KeyError> {
+    /// The format the settings describe.
+    pub fn format(&self) -> Format {
+        self.mode.format(self.cbc)
+    }
+
+    /// A `key` property value. It is read at start (or at once while running), once
+    /// the mode is known, so that `key` may come before `mode`.
+    pub fn key_text(value: &glib::Value) -> Option<KeyText> {
         value
             .get::<Option<&str>>()
             .expect("type checked by GObject")
-            .map(SecretKey::from_hex)
-            .transpose()
+            .map(KeyText::new)
+    }
+
+    /// Sets one of `cbc_properties()`; `Err` says why a value was refused.
+    pub fn set_cbc_property(&mut self, name: &str, value: &glib::Value) -> Result<(), String> {
+        match name {
+            "iv" => {
+                let text = value.get::<Option<&str>>().expect("type checked");
+                let iv = match text {
+                    None => [0; 16],
+                    Some(text) => KeyText::new(text)
+                        .parse(&[16], None, "iv")
+                        .ok()
+                        .and_then(|iv| iv.as_bytes().try_into().ok())
+                        .ok_or_else(|| "iv must be 32 hex digits (16 bytes)".to_owned())?,
+                };
+                self.cbc.iv = iv;
+            }
+            "serialize-iv" => self.cbc.serialize_iv = value.get().expect("type checked"),
+            "per-buffer-padding" => {
+                self.cbc.per_buffer_padding = value.get().expect("type checked")
+            }
+            other => unreachable!("no property {other}"),
+        }
+        Ok(())
+    }
+
+    /// The value of one of `cbc_properties()`.
+    pub fn cbc_property(&self, name: &str) -> glib::Value {
+        match name {
+            "iv" => self
+                .cbc
+                .iv
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .to_value(),
+            "serialize-iv" => self.cbc.serialize_iv.to_value(),
+            "per-buffer-padding" => self.cbc.per_buffer_padding.to_value(),
+            other => unreachable!("no property {other}"),
+        }
     }
 
     /// The hint appended to "no key" errors.
@@ -142,24 +221,69 @@ pub trait KeyedElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
     /// Runs `f` on the element's key settings, under its settings lock.
     fn with_key_settings<R>(&self, f: impl FnOnce(&mut KeySettings) -> R) -> R;
 
-    /// Takes a key handed over by the `(kid, hex)` action signal.
-    fn accept_key(&self, kid: u64, key: SecretKey) -> Result<(), KeyError>;
+    /// Takes a key handed over by the `(kid, key)` action signal.
+    fn accept_key(&self, kid: u64, key: KeyText) -> Result<(), KeyError>;
 
     /// Records and reports a refused key; the key in use stays. Call holding none
     /// of the element's locks: a bus sync handler may call back into the element.
     fn refuse(&self, what: &str, err: KeyError) {
-        gst::warning!(Self::category(), imp = self, "{what} refused: {err}");
         self.with_key_settings(|keys| keys.refused = Some(err.to_string()));
+        self.refuse_setting(what, &err, "the previous key stays in use");
+    }
+
+    /// Logs and posts a warning that a setting was refused.
+    fn refuse_setting(&self, what: &str, why: &dyn std::fmt::Display, consequence: &str) {
+        gst::warning!(Self::category(), imp = self, "{what} refused: {why}");
         gst::element_imp_warning!(
             self,
             gst::LibraryError::Settings,
-            ("{what} refused: {err}; the previous key stays in use")
+            ("{what} refused: {why}; {consequence}")
         );
+    }
+
+    /// Sets `name` if it is one of the key or mode settings both elements share;
+    /// returns whether it was.
+    fn set_shared_property(&self, name: &str, value: &glib::Value) -> bool {
+        match name {
+            "mode" => self.with_key_settings(|keys| keys.mode = value.get().expect("type checked")),
+            "key-id" => {
+                let kid = value.get().expect("type checked");
+                self.with_key_settings(|keys| keys.key_id = kid);
+                gst::debug!(
+                    Self::category(),
+                    imp = self,
+                    "key-id {kid} will go with the next key"
+                );
+            }
+            "clear-keys-on-stop" => self.with_key_settings(|keys| {
+                keys.clear_keys_on_stop = value.get().expect("type checked")
+            }),
+            "iv" | "serialize-iv" | "per-buffer-padding" => {
+                if let Err(why) = self.with_key_settings(|keys| keys.set_cbc_property(name, value))
+                {
+                    self.refuse_setting(name, &why, "the previous value stays");
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// The value of `name` if it is one of the settings both elements share.
+    fn shared_property(&self, name: &str) -> Option<glib::Value> {
+        self.with_key_settings(|keys| match name {
+            "mode" => Some(keys.mode.to_value()),
+            "key-id" => Some(keys.key_id.to_value()),
+            "key-file" => Some(keys.key_file.to_value()),
+            "clear-keys-on-stop" => Some(keys.clear_keys_on_stop.to_value()),
+            "iv" | "serialize-iv" | "per-buffer-padding" => Some(keys.cbc_property(name)),
+            _ => None,
+        })
     }
 }
 
-/// The action signal `gboolean name (guint64 kid, gchararray hex)`: parses the key,
-/// hands it to `accept_key`, and returns whether it was taken.
+/// The action signal `gboolean name (guint64 kid, gchararray key)`: hands the key
+/// to `accept_key`, and returns whether it was taken.
 pub fn key_signal<T: KeyedElement>(name: &'static str) -> glib::subclass::Signal {
     glib::subclass::Signal::builder(name)
         .param_types([u64::static_type(), String::static_type()])
@@ -168,11 +292,9 @@ pub fn key_signal<T: KeyedElement>(name: &'static str) -> glib::subclass::Signal
         .class_handler(move |args| {
             let element = args[0].get::<T::Type>().expect("signal arg");
             let kid = args[1].get::<u64>().expect("signal arg");
-            let hex = args[2].get::<Option<String>>().expect("signal arg");
+            let text = args[2].get::<Option<String>>().expect("signal arg");
             let imp = element.imp();
-            let result = SecretKey::from_hex(hex.as_deref().unwrap_or(""))
-                .and_then(|key| imp.accept_key(kid, key));
-            let accepted = match result {
+            let accepted = match imp.accept_key(kid, KeyText::new(text.as_deref().unwrap_or(""))) {
                 Ok(()) => true,
                 Err(err) => {
                     imp.refuse(&format!("{name} for KID {kid}"), err);

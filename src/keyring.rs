@@ -39,7 +39,8 @@ impl<T> KeyRing<T> {
         self.entries.iter_mut().map(|(kid, value)| (*kid, value))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
+    /// Oldest-added first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, &T)> {
         self.order.iter().map(|kid| (*kid, &self.entries[kid]))
     }
 

@@ -10,6 +10,53 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
+/// A key as the user wrote it (hex, or for QQ TEA also plain text), wiped from
+/// memory when dropped. It is read once the mode that gives it meaning is known,
+/// so that `key` may be set before `mode`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyText(Zeroizing<String>);
+
+impl KeyText {
+    pub fn new(text: &str) -> Self {
+        Self(Zeroizing::new(text.trim().to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key bytes: `raw_text_len` characters of text taken as they are (QQ TEA
+    /// keys are held that way), anything else as hex; the length must be one of
+    /// `accepted`. `mode` names the mode in errors.
+    pub fn parse(
+        &self,
+        accepted: &[usize],
+        raw_text_len: Option<usize>,
+        mode: &str,
+    ) -> Result<SecretKey, KeyError> {
+        let key = match raw_text_len {
+            Some(len) if self.0.len() == len => SecretKey::from_bytes(self.0.as_bytes()),
+            _ => SecretKey::from_hex(&self.0)?,
+        };
+        if accepted.contains(&key.len()) {
+            Ok(key)
+        } else {
+            Err(KeyError::WrongLength {
+                got: key.len(),
+                accepted: accepted.to_vec(),
+                raw_text_len,
+                mode: mode.to_owned(),
+            })
+        }
+    }
+}
+
+impl fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyText(<{} characters>)", self.0.chars().count())
+    }
+}
+
 /// Secret key bytes, wiped from memory when dropped. `Debug` shows the length only.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretKey(Zeroizing<Vec<u8>>);
@@ -54,19 +101,6 @@ impl SecretKey {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-
-    /// Checks the length against what a cipher accepts; `mode` names it in the error.
-    pub fn check_len(&self, accepted: &[usize], mode: &str) -> Result<(), KeyError> {
-        if accepted.contains(&self.len()) {
-            Ok(())
-        } else {
-            Err(KeyError::WrongLength {
-                got: self.len(),
-                accepted: accepted.to_vec(),
-                mode: mode.to_owned(),
-            })
-        }
-    }
 }
 
 impl fmt::Debug for SecretKey {
@@ -98,6 +132,8 @@ pub enum KeyError {
     WrongLength {
         got: usize,
         accepted: Vec<usize>,
+        /// Characters of text the mode also takes as a key.
+        raw_text_len: Option<usize>,
         mode: String,
     },
     /// A key file could not be read or parsed.
@@ -122,11 +158,13 @@ impl fmt::Display for KeyError {
             KeyError::WrongLength {
                 got,
                 accepted,
+                raw_text_len,
                 mode,
             } => {
                 let lengths = accepted
                     .iter()
                     .map(|n| format!("{n} bytes ({} hex digits)", 2 * n))
+                    .chain(raw_text_len.map(|n| format!("{n} characters of text")))
                     .collect::<Vec<_>>()
                     .join(" or ");
                 write!(
@@ -146,12 +184,12 @@ impl std::error::Error for KeyError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyLine {
     pub kid: Option<u64>,
-    pub key: SecretKey,
+    pub key: KeyText,
 }
 
-/// Parses key-file text: one key per line, `HEX` or `KID HEX` (KID in decimal).
-/// Blank lines and lines starting with `#` are skipped. `path` only names the file
-/// in errors.
+/// Parses key-file text: one key per line, `KEY` or `KID KEY` (KID in decimal, KEY
+/// as the mode reads it: hex, or QQ TEA's text). Blank lines and lines starting
+/// with `#` are skipped. `path` only names the file in errors.
 pub fn parse_key_file(text: &str, path: &str) -> Result<Vec<KeyLine>, KeyError> {
     let file_error = |line: usize, reason: String| KeyError::File {
         path: path.to_owned(),
@@ -183,8 +221,10 @@ pub fn parse_key_file(text: &str, path: &str) -> Result<Vec<KeyLine>, KeyError> 
                 ));
             }
         };
-        let key = SecretKey::from_hex(hex).map_err(|e| file_error(line_no, e.to_string()))?;
-        keys.push(KeyLine { kid, key });
+        keys.push(KeyLine {
+            kid,
+            key: KeyText::new(hex),
+        });
     }
     if keys.is_empty() {
         return Err(KeyError::File {
@@ -232,14 +272,39 @@ mod tests {
 
     #[test]
     fn wrong_length_names_accepted_lengths() {
-        let key = SecretKey::from_hex(&"11".repeat(24)).unwrap();
-        let err = key.check_len(&[16], "aes-128-gcm").unwrap_err();
+        let text = KeyText::new(&"11".repeat(24));
+        let err = text.parse(&[16], None, "aes-128-gcm").unwrap_err();
         assert_eq!(
             err.to_string(),
             "mode aes-128-gcm needs a key of 16 bytes (32 hex digits); \
              this key has 24 bytes (48 hex digits)"
         );
-        assert!(key.check_len(&[16, 24, 32], "x").is_ok());
+        assert_eq!(text.parse(&[16, 24, 32], None, "x").unwrap().len(), 24);
+        let err = KeyText::new("00")
+            .parse(&[16], Some(16), "qq-tea")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mode qq-tea needs a key of 16 bytes (32 hex digits) or 16 characters of text; \
+             this key has 1 bytes (2 hex digits)"
+        );
+    }
+
+    #[test]
+    fn text_keys_where_the_mode_takes_them() {
+        let text = KeyText::new("0123456789ABCDEF");
+        assert_eq!(
+            text.parse(&[16], Some(16), "qq-tea").unwrap().as_bytes(),
+            b"0123456789ABCDEF"
+        );
+        // Elsewhere the same 16 characters are 8 bytes of hex.
+        assert!(text.parse(&[16], None, "aes-128-gcm").is_err());
+        let hex = KeyText::new(&"ab".repeat(16));
+        assert_eq!(
+            hex.parse(&[16], Some(16), "qq-tea").unwrap().as_bytes(),
+            &[0xab; 16]
+        );
+        assert_eq!(format!("{text:?}"), "KeyText(<16 characters>)");
     }
 
     #[test]
@@ -255,10 +320,10 @@ mod tests {
         let keys = parse_key_file(text, "k").unwrap();
         assert_eq!(keys.len(), 3);
         assert_eq!(keys[0].kid, None);
-        assert_eq!(keys[0].key.as_bytes(), &[0x00, 0x11]);
+        assert_eq!(keys[0].key.as_str(), "0011");
         assert_eq!(keys[1].kid, Some(7));
         assert_eq!(keys[2].kid, Some(u64::MAX));
-        assert_eq!(keys[2].key.as_bytes(), &[0xcc, 0xdd]);
+        assert_eq!(keys[2].key.as_str(), "CCDD");
     }
 
     #[test]
@@ -273,8 +338,6 @@ mod tests {
             err.to_string()
                 .contains("line 1: expected `HEX` or `KID HEX`")
         );
-        let err = parse_key_file("7 00g0\n", "/k").unwrap_err();
-        assert!(err.to_string().contains("line 1: the key is not hex"));
         let err = parse_key_file("# nothing\n", "/k").unwrap_err();
         assert!(err.to_string().contains("no key in the file"));
     }

@@ -4,6 +4,7 @@
 use gst::glib;
 
 pub mod cipher;
+pub mod codec;
 mod common;
 pub mod compat;
 pub mod decrypt;

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The `mode` property both elements share: which cipher suite protects the stream.
+//! The `mode` property both elements share: which cipher, in which format.
 
 use glib::prelude::*;
 
-use crate::keys::{KeyError, SecretKey};
+use crate::codec::Format;
+use crate::compat::aes_cbc::CbcOptions;
+use crate::keys::{KeyError, KeyText, SecretKey};
 use crate::sframe::CipherSuite;
 
-/// Cipher suite, as the `mode` property. Values are part of the ABI: new modes are
-/// appended, never renumbered.
+/// Cipher and format, as the `mode` property. Values are part of the ABI: new modes
+/// are appended, never renumbered.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, glib::Enum)]
 #[repr(u32)]
 #[enum_type(name = "GstStreamCryptMode")]
@@ -23,19 +25,118 @@ pub enum Mode {
         nick = "aes-256-gcm"
     )]
     Aes256Gcm = 1,
+    #[enum_value(
+        name = "SFrame AES-128-CTR with HMAC-SHA256, 80-bit tag (RFC 9605 suite 1): 16-byte key, +18 bytes",
+        nick = "aes-128-ctr-hmac-80"
+    )]
+    Aes128CtrHmac80 = 2,
+    #[enum_value(
+        name = "SFrame AES-128-CTR with HMAC-SHA256, 64-bit tag (RFC 9605 suite 2): 16-byte key, +16 bytes",
+        nick = "aes-128-ctr-hmac-64"
+    )]
+    Aes128CtrHmac64 = 3,
+    #[enum_value(
+        name = "SFrame AES-128-CTR with HMAC-SHA256, 32-bit tag (RFC 9605 suite 3): 16-byte key, +12 bytes",
+        nick = "aes-128-ctr-hmac-32"
+    )]
+    Aes128CtrHmac32 = 4,
+    #[enum_value(
+        name = "SFrame AES-192-GCM (private suite 0xF001): 24-byte key, +24 bytes per buffer",
+        nick = "aes-192-gcm"
+    )]
+    Aes192Gcm = 5,
+    #[enum_value(
+        name = "SFrame SM4-GCM with SM3 key derivation (private suite 0xF002): 16-byte key, +24 bytes",
+        nick = "sm4-gcm"
+    )]
+    Sm4Gcm = 6,
+    #[enum_value(
+        name = "SM4-ECB with PKCS#7 per buffer, as NERTC GMCryptoSM4ECB and openssl enc -sm4-ecb: \
+                16-byte key, unauthenticated",
+        nick = "sm4-ecb"
+    )]
+    Sm4Ecb = 7,
+    #[enum_value(
+        name = "QQ TEA (Tencent symmetry_encrypt): 16-byte key (hex, or 16 characters of text), \
+                unauthenticated",
+        nick = "qq-tea"
+    )]
+    QqTea = 8,
+    #[enum_value(
+        name = "AES-128-CBC in the format of aesenc/aesdec (see iv, serialize-iv, \
+                per-buffer-padding): 16-byte key, unauthenticated",
+        nick = "aes-128-cbc"
+    )]
+    Aes128Cbc = 9,
+    #[enum_value(
+        name = "AES-256-CBC in the format of aesenc/aesdec (see iv, serialize-iv, \
+                per-buffer-padding): 32-byte key, unauthenticated",
+        nick = "aes-256-cbc"
+    )]
+    Aes256Cbc = 10,
 }
 
 impl Mode {
-    pub fn suite(self) -> CipherSuite {
+    pub const ALL: [Mode; 11] = [
+        Mode::Aes128Gcm,
+        Mode::Aes256Gcm,
+        Mode::Aes128CtrHmac80,
+        Mode::Aes128CtrHmac64,
+        Mode::Aes128CtrHmac32,
+        Mode::Aes192Gcm,
+        Mode::Sm4Gcm,
+        Mode::Sm4Ecb,
+        Mode::QqTea,
+        Mode::Aes128Cbc,
+        Mode::Aes256Cbc,
+    ];
+
+    /// The format this mode speaks; `cbc` holds the aesenc-compatible options,
+    /// which only the AES-CBC modes read.
+    pub fn format(self, cbc: CbcOptions) -> Format {
+        let sframe = |suite| Format::Sframe(suite);
         match self {
-            Mode::Aes128Gcm => CipherSuite::Aes128GcmSha256,
-            Mode::Aes256Gcm => CipherSuite::Aes256GcmSha512,
+            Mode::Aes128Gcm => sframe(CipherSuite::Aes128GcmSha256),
+            Mode::Aes256Gcm => sframe(CipherSuite::Aes256GcmSha512),
+            Mode::Aes128CtrHmac80 => sframe(CipherSuite::Aes128CtrHmacSha256_80),
+            Mode::Aes128CtrHmac64 => sframe(CipherSuite::Aes128CtrHmacSha256_64),
+            Mode::Aes128CtrHmac32 => sframe(CipherSuite::Aes128CtrHmacSha256_32),
+            Mode::Aes192Gcm => sframe(CipherSuite::Aes192GcmSha256),
+            Mode::Sm4Gcm => sframe(CipherSuite::Sm4GcmSm3),
+            Mode::Sm4Ecb => Format::Sm4Ecb,
+            Mode::QqTea => Format::QqTea,
+            Mode::Aes128Cbc => Format::AesCbc {
+                key_len: 16,
+                options: cbc,
+            },
+            Mode::Aes256Cbc => Format::AesCbc {
+                key_len: 32,
+                options: cbc,
+            },
         }
     }
 
-    /// Checks that `key` has a length this mode accepts.
-    pub fn check_key(self, key: &SecretKey) -> Result<(), KeyError> {
-        key.check_len(self.suite().base_key_lens(), self.nick())
+    /// Whether the mode uses the aesenc-compatible `iv`, `serialize-iv` and
+    /// `per-buffer-padding` properties.
+    pub fn is_aes_cbc(self) -> bool {
+        matches!(self, Mode::Aes128Cbc | Mode::Aes256Cbc)
+    }
+
+    /// Reads `text` as a key of this mode.
+    pub fn parse_key(self, text: &KeyText) -> Result<SecretKey, KeyError> {
+        // The CBC options do not bear on keys.
+        self.format(CbcOptions::default())
+            .parse_key(text, self.nick())
+    }
+
+    /// Checks, before the mode is final, that some mode could use `text`: keys that
+    /// no mode reads are refused at once. The error is the one this mode gives.
+    pub fn check_plausible_key(self, text: &KeyText) -> Result<(), KeyError> {
+        if Self::ALL.iter().any(|mode| mode.parse_key(text).is_ok()) {
+            Ok(())
+        } else {
+            self.parse_key(text).map(drop)
+        }
     }
 
     /// The name users write on a gst-launch line, e.g. `aes-128-gcm`.

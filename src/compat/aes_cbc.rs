@@ -70,12 +70,24 @@ impl AesKey {
     }
 }
 
-/// `aesenc`'s `iv`, `serialize-iv` and `per-buffer-padding`.
+/// `aesenc`'s `iv`, `serialize-iv` and `per-buffer-padding`. The defaults are
+/// `aesenc`'s: an all-zero IV (its IV when none is set), no serialized IV,
+/// per-buffer padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CbcOptions {
     pub iv: [u8; BLOCK],
     pub serialize_iv: bool,
     pub per_buffer_padding: bool,
+}
+
+impl Default for CbcOptions {
+    fn default() -> Self {
+        Self {
+            iv: [0; BLOCK],
+            serialize_iv: false,
+            per_buffer_padding: true,
+        }
+    }
 }
 
 /// The encrypting side of one stream.

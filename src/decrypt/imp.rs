@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! `streamdecrypt`: a key ring by KID, replay protection, and drop-or-fail on
-//! anything that does not authenticate.
+//! anything that does not authenticate. SFrame frames name their key; for the
+//! compatibility formats, which do not, the keys are tried in turn.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -15,11 +16,12 @@ use gst_base::subclass::base_transform::{InputBuffer, PrepareOutputBufferSuccess
 use gst_base::subclass::prelude::*;
 
 use super::OnError;
+use crate::codec::{Format, ReadyKey, TrialDecoder};
 use crate::common::{self, KeySettings, KeyedElement};
 use crate::keyring::KeyRing;
-use crate::keys::{KeyError, SecretKey, read_key_file};
+use crate::keys::{KeyError, KeyText, read_key_file};
 use crate::mode::Mode;
-use crate::sframe::{FrameError, MAX_OVERHEAD, ParsedFrame, ReplayWindow, SframeKey};
+use crate::sframe::{FrameError, MAX_OVERHEAD, ParsedFrame, ReplayWindow};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -53,15 +55,15 @@ impl Default for Settings {
     }
 }
 
-/// A key ready to decrypt with, derived for the running mode, with the replay
+/// A key ready to decrypt with, made for the running mode, with the replay
 /// window of its KID (a new key for a KID starts a new window).
 struct LiveKey {
-    key: SframeKey,
+    key: ReadyKey,
     replay: Mutex<ReplayWindow>,
 }
 
 struct RingEntry {
-    secret: SecretKey,
+    text: KeyText,
     /// Present while running.
     live: Option<Arc<LiveKey>>,
 }
@@ -69,6 +71,7 @@ struct RingEntry {
 /// Per-run state, built in `start()`.
 struct Running {
     mode: Mode,
+    format: Format,
     replay_window: u32,
     /// KID of the last frame that authenticated.
     current_kid: Option<u64>,
@@ -76,10 +79,10 @@ struct Running {
 }
 
 impl Running {
-    fn live_key(&self, kid: u64, secret: &SecretKey) -> Result<Arc<LiveKey>, KeyError> {
-        self.mode.check_key(secret)?;
+    fn live_key(&self, kid: u64, text: &KeyText) -> Result<Arc<LiveKey>, KeyError> {
+        let key = self.format.parse_key(text, self.mode.nick())?;
         Ok(Arc::new(LiveKey {
-            key: SframeKey::derive(self.mode.suite(), kid, secret.as_bytes()),
+            key: ReadyKey::new(&self.format, kid, &key),
             replay: Mutex::new(ReplayWindow::new(self.replay_window)),
         }))
     }
@@ -182,18 +185,35 @@ impl Default for State {
 }
 
 impl State {
-    /// Adds or replaces the key for `kid`. While running it is checked against the
-    /// mode and made ready at once; before start, at start.
-    fn add_key(&mut self, kid: u64, secret: SecretKey) -> Result<Vec<u64>, KeyError> {
+    /// Adds or replaces the key for `kid`. While running it is read with the mode
+    /// and made ready at once; before start, at start.
+    fn add_key(&mut self, kid: u64, text: KeyText, mode: Mode) -> Result<Vec<u64>, KeyError> {
         let (live, keep) = match &self.running {
-            Some(running) => (Some(running.live_key(kid, &secret)?), running.current_kid),
-            None => (None, None),
+            Some(running) => (Some(running.live_key(kid, &text)?), running.current_kid),
+            None => {
+                mode.check_plausible_key(&text)?;
+                (None, None)
+            }
         };
-        Ok(self.ring.insert(kid, RingEntry { secret, live }, keep))
+        Ok(self.ring.insert(kid, RingEntry { text, live }, keep))
     }
 
     fn live_key(&self, kid: u64) -> Option<Arc<LiveKey>> {
         self.ring.get(kid).and_then(|entry| entry.live.clone())
+    }
+
+    /// The keys to try on a frame without a KID: the one the stream used last,
+    /// then the others, newest first.
+    fn trial_keys(&self) -> Vec<Arc<LiveKey>> {
+        let current_kid = self.running.as_ref().and_then(|r| r.current_kid);
+        let current = current_kid.and_then(|kid| self.live_key(kid));
+        let others = self
+            .ring
+            .iter()
+            .rev()
+            .filter(|(kid, _)| Some(*kid) != current_kid)
+            .filter_map(|(_, entry)| entry.live.clone());
+        current.into_iter().chain(others).collect()
     }
 }
 
@@ -201,11 +221,14 @@ impl State {
 pub struct StreamDecrypt {
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    /// For formats without a KID: the streaming thread's decoder (the CBC chain).
+    trial: Mutex<Option<TrialDecoder>>,
 }
 
 impl StreamDecrypt {
-    fn add_key(&self, kid: u64, secret: SecretKey) -> Result<(), KeyError> {
-        let evicted = self.state.lock().unwrap().add_key(kid, secret)?;
+    fn add_key(&self, kid: u64, text: KeyText) -> Result<(), KeyError> {
+        let mode = self.settings.lock().unwrap().keys.mode;
+        let evicted = self.state.lock().unwrap().add_key(kid, text, mode)?;
         gst::info!(CAT, imp = self, "added key for KID {kid}");
         for old in evicted {
             gst::info!(
@@ -217,11 +240,7 @@ impl StreamDecrypt {
         Ok(())
     }
 
-    fn add_key_hex(&self, kid: u64, hex: &str) -> Result<(), KeyError> {
-        self.add_key(kid, SecretKey::from_hex(hex)?)
-    }
-
-    /// Adds every key of a key file; `HEX` lines take `default_kid`.
+    /// Adds every key of a key file; `KEY` lines take `default_kid`.
     fn add_key_file(&self, path: &Path, default_kid: u64) -> Result<(), KeyError> {
         for line in read_key_file(path)? {
             self.add_key(line.kid.unwrap_or(default_kid), line.key)?;
@@ -234,11 +253,11 @@ impl StreamDecrypt {
     fn request_key(&self, kid: u64) -> Option<Arc<LiveKey>> {
         self.state.lock().unwrap().stats.key_requests += 1;
         gst::debug!(CAT, imp = self, "requesting key for KID {kid}");
-        let hex = self
+        let answer = self
             .obj()
             .emit_by_name::<Option<String>>("request-key", &[&kid]);
-        if let Some(hex) = hex
-            && let Err(err) = self.add_key_hex(kid, &hex)
+        if let Some(text) = answer
+            && let Err(err) = self.add_key(kid, KeyText::new(&text))
         {
             self.refuse(&format!("request-key answer for KID {kid}"), err);
         }
@@ -314,7 +333,7 @@ impl KeyedElement for StreamDecrypt {
         f(&mut self.settings.lock().unwrap().keys)
     }
 
-    fn accept_key(&self, kid: u64, key: SecretKey) -> Result<(), KeyError> {
+    fn accept_key(&self, kid: u64, key: KeyText) -> Result<(), KeyError> {
         self.add_key(kid, key)
     }
 }
@@ -336,6 +355,7 @@ impl ObjectImpl for StreamDecrypt {
                  keys out of `ps` and shell history. Read at start, and at once when set \
                  while playing",
             );
+            properties.extend(common::cbc_properties());
             properties.extend([
                 glib::ParamSpecEnum::builder_with_default("on-error", OnError::default())
                     .nick("On error")
@@ -422,26 +442,31 @@ impl ObjectImpl for StreamDecrypt {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        match pspec.name() {
-            "mode" => self.settings.lock().unwrap().keys.mode = value.get().expect("type checked"),
+        let name = pspec.name();
+        if self.set_shared_property(name, value) {
+            return;
+        }
+        match name {
             "key" => {
-                let result = KeySettings::parse_key(value).and_then(|key| {
-                    let kid = self.settings.lock().unwrap().keys.key_id;
-                    let running = self.state.lock().unwrap().running.is_some();
-                    if let (true, Some(key)) = (running, &key) {
-                        self.add_key(kid, key.clone())?;
+                let text = KeySettings::key_text(value);
+                let kid = self.settings.lock().unwrap().keys.key_id;
+                let running = self.state.lock().unwrap().running.is_some();
+                let result = match &text {
+                    Some(text) if running => self.add_key(kid, text.clone()),
+                    Some(text) => {
+                        let mode = self.settings.lock().unwrap().keys.mode;
+                        mode.check_plausible_key(text)
                     }
-                    let mut settings = self.settings.lock().unwrap();
-                    settings.keys.key = key;
-                    settings.keys.refused = None;
-                    Ok(())
-                });
-                if let Err(err) = result {
-                    self.refuse("key", err);
+                    None => Ok(()),
+                };
+                match result {
+                    Ok(()) => {
+                        let mut settings = self.settings.lock().unwrap();
+                        settings.keys.key = text;
+                        settings.keys.refused = None;
+                    }
+                    Err(err) => self.refuse("key", err),
                 }
-            }
-            "key-id" => {
-                self.settings.lock().unwrap().keys.key_id = value.get().expect("type checked")
             }
             "key-file" => {
                 let path = value.get::<Option<PathBuf>>().expect("type checked");
@@ -454,10 +479,6 @@ impl ObjectImpl for StreamDecrypt {
                     }
                 }
                 self.settings.lock().unwrap().keys.key_file = path;
-            }
-            "clear-keys-on-stop" => {
-                self.settings.lock().unwrap().keys.clear_keys_on_stop =
-                    value.get().expect("type checked")
             }
             "on-error" => {
                 self.settings.lock().unwrap().on_error = value.get().expect("type checked")
@@ -483,12 +504,12 @@ impl ObjectImpl for StreamDecrypt {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let name = pspec.name();
+        if let Some(value) = self.shared_property(name) {
+            return value;
+        }
         let settings = self.settings.lock().unwrap();
-        match pspec.name() {
-            "mode" => settings.keys.mode.to_value(),
-            "key-id" => settings.keys.key_id.to_value(),
-            "key-file" => settings.keys.key_file.to_value(),
-            "clear-keys-on-stop" => settings.keys.clear_keys_on_stop.to_value(),
+        match name {
             "on-error" => settings.on_error.to_value(),
             "replay-window" => settings.replay_window.to_value(),
             "max-keys" => settings.max_keys.to_value(),
@@ -556,22 +577,23 @@ impl BaseTransformImpl for StreamDecrypt {
 
         let mut state = self.state.lock().unwrap();
         state.ring.set_capacity(settings.max_keys as usize, None);
-        for (kid, secret) in initial {
-            state
-                .ring
-                .insert(kid, RingEntry { secret, live: None }, None);
+        for (kid, text) in initial {
+            state.ring.insert(kid, RingEntry { text, live: None }, None);
         }
+        let format = keys.format();
         let running = Running {
             mode: keys.mode,
+            format,
             replay_window: settings.replay_window,
             current_kid: None,
             warnings: WarningLimiter::default(),
         };
         for (kid, entry) in state.ring.iter_mut() {
-            entry.live = Some(running.live_key(kid, &entry.secret).map_err(|e| {
+            entry.live = Some(running.live_key(kid, &entry.text).map_err(|e| {
                 gst::error_msg!(gst::LibraryError::Settings, ("Key for KID {kid}: {e}"))
             })?);
         }
+        *self.trial.lock().unwrap() = TrialDecoder::new(&format);
         let no_keys = state.ring.is_empty();
         gst::info!(
             CAT,
@@ -601,6 +623,7 @@ impl BaseTransformImpl for StreamDecrypt {
         let mut settings = self.settings.lock().unwrap();
         let mut state = self.state.lock().unwrap();
         state.running = None;
+        *self.trial.lock().unwrap() = None;
         for (_, entry) in state.ring.iter_mut() {
             entry.live = None;
         }
@@ -612,6 +635,14 @@ impl BaseTransformImpl for StreamDecrypt {
         Ok(())
     }
 
+    fn sink_event(&self, event: gst::Event) -> bool {
+        if event.type_() == gst::EventType::Eos {
+            // A failure has been counted and reported; EOS goes on either way.
+            let _ = self.finish_stream();
+        }
+        self.parent_sink_event(event)
+    }
+
     fn transform_size(
         &self,
         direction: gst::PadDirection,
@@ -620,7 +651,7 @@ impl BaseTransformImpl for StreamDecrypt {
         _othercaps: &gst::Caps,
     ) -> Option<usize> {
         match direction {
-            gst::PadDirection::Sink => Some(size),
+            gst::PadDirection::Sink => Some(self.max_decrypted_len(size)),
             _ => Some(size + MAX_OVERHEAD),
         }
     }
@@ -629,13 +660,11 @@ impl BaseTransformImpl for StreamDecrypt {
         &self,
         inbuf: InputBuffer,
     ) -> Result<PrepareOutputBufferSuccess, gst::FlowError> {
-        // Decrypting in place needs room for the ciphertext and tag, which is less
-        // than the input by the header.
         let size = match &inbuf {
             InputBuffer::Readable(buf) => buf.size(),
             InputBuffer::Writable(buf) => buf.size(),
         };
-        common::output_buffer(self, inbuf, size)
+        common::output_buffer(self, inbuf, self.max_decrypted_len(size))
     }
 
     fn transform_meta<'a>(
@@ -656,70 +685,143 @@ impl BaseTransformImpl for StreamDecrypt {
         inbuf: &gst::Buffer,
         outbuf: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let suite = {
+        let format = {
             let mut state = self.state.lock().unwrap();
             state.stats.buffers_in += 1;
             state.stats.bytes_in += inbuf.size() as u64;
-            let running = state.running.as_ref().ok_or(gst::FlowError::Flushing)?;
-            running.mode.suite()
+            state
+                .running
+                .as_ref()
+                .ok_or(gst::FlowError::Flushing)?
+                .format
         };
         let input = inbuf.map_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot read buffer"));
             gst::FlowError::Error
         })?;
-        let frame = match ParsedFrame::parse(&input) {
+        let decrypted = match format {
+            Format::Sframe(suite) => self.open_sframe(suite, &input, outbuf),
+            _ => self.open_by_trial(&input, outbuf),
+        };
+        match decrypted {
+            Ok((kid, len)) => {
+                outbuf.set_size(len);
+                self.count_output(kid, len, inbuf.pts());
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Err((reason, detail)) => self.reject(reason, detail),
+        }
+    }
+}
+
+/// Why a buffer was dropped, and what to say about it.
+type Rejection = (DropReason, String);
+
+impl StreamDecrypt {
+    /// Output buffer size for an input of `size` bytes: SFrame and per-buffer
+    /// formats never grow; aesdec's unpadded stream may release held-back bytes.
+    fn max_decrypted_len(&self, size: usize) -> usize {
+        self.trial
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(size, |decoder| decoder.max_decrypted_len(size))
+    }
+
+    /// Decrypts one SFrame with the key its KID names; returns the KID and the
+    /// plaintext length.
+    fn open_sframe(
+        &self,
+        suite: crate::sframe::CipherSuite,
+        input: &[u8],
+        outbuf: &mut gst::BufferRef,
+    ) -> Result<(u64, usize), Rejection> {
+        let frame = match ParsedFrame::parse(input) {
             Ok(frame) if frame.plaintext_len(suite).is_some() => frame,
             Ok(_) => {
-                return self.reject(
+                return Err((
                     DropReason::Malformed,
                     format!(
                         "not an SFrame: {} bytes is too short for header and tag",
                         input.len()
                     ),
-                );
+                ));
             }
-            Err(e) => return self.reject(DropReason::Malformed, e.to_string()),
+            Err(e) => return Err((DropReason::Malformed, e.to_string())),
         };
         let kid = frame.header.kid;
         let ctr = frame.header.ctr;
 
         let live = self.state.lock().unwrap().live_key(kid);
         let Some(key) = live.or_else(|| self.request_key(kid)) else {
-            return self.reject(DropReason::NoKey, format!("no key for KID {kid}"));
+            return Err((DropReason::NoKey, format!("no key for KID {kid}")));
         };
         if let Err(replay) = key.replay.lock().unwrap().check(ctr) {
-            return self.reject(
+            return Err((
                 DropReason::Replay,
                 format!("KID {kid} counter {ctr}: {replay:?}"),
-            );
+            ));
         }
-
-        let decrypted = {
-            let mut output = outbuf.map_writable().map_err(|_| gst::FlowError::Error)?;
-            key.key.decrypt_into(&frame, &[], &mut output)
+        let sframe = key.key.sframe().expect("SFrame mode, SFrame keys");
+        let decrypted = match outbuf.map_writable() {
+            Ok(mut output) => sframe.decrypt_into(&frame, &[], &mut output),
+            Err(_) => return Err((DropReason::Malformed, "cannot map output".into())),
         };
-        let len = match decrypted {
-            Ok(len) => len,
-            Err(FrameError::Authentication) => {
-                return self.reject(
-                    DropReason::Authentication,
-                    format!("KID {kid}: {}", FrameError::Authentication),
-                );
+        match decrypted {
+            Ok(len) => {
+                // Only an authenticated counter may move the replay window.
+                key.replay.lock().unwrap().record(ctr);
+                Ok((kid, len))
             }
-            Err(e) => return self.reject(DropReason::Malformed, e.to_string()),
-        };
-        // Only an authenticated counter may move the replay window.
-        key.replay.lock().unwrap().record(ctr);
-        outbuf.set_size(len);
+            Err(FrameError::Authentication) => Err((
+                DropReason::Authentication,
+                format!("KID {kid}: {}", FrameError::Authentication),
+            )),
+            Err(e) => Err((DropReason::Malformed, e.to_string())),
+        }
+    }
 
+    /// Decrypts a buffer of a format without KID, trying the keys in turn; returns
+    /// the KID of the key that worked and the plaintext length.
+    fn open_by_trial(
+        &self,
+        input: &[u8],
+        outbuf: &mut gst::BufferRef,
+    ) -> Result<(u64, usize), Rejection> {
+        let keys = self.state.lock().unwrap().trial_keys();
+        if keys.is_empty() {
+            return Err((DropReason::NoKey, "no key".into()));
+        }
+        let ready: Vec<&ReadyKey> = keys.iter().map(|key| &key.key).collect();
+        let mut trial = self.trial.lock().unwrap();
+        let decoder = trial.as_mut().expect("a decoder for formats without KID");
+        let decrypted = match outbuf.map_writable() {
+            Ok(mut output) => decoder.decrypt(&ready, input, &mut output),
+            Err(_) => return Err((DropReason::Malformed, "cannot map output".into())),
+        };
+        match decrypted {
+            Ok((index, len)) => Ok((ready[index].kid(), len)),
+            Err(_) => Err((
+                DropReason::Authentication,
+                format!(
+                    "no key ({} tried) decrypts this {}-byte buffer to a valid message \
+                     (wrong key, or corrupt data)",
+                    ready.len(),
+                    input.len()
+                ),
+            )),
+        }
+    }
+
+    /// Counts a decrypted buffer, and posts a message when the key changed.
+    fn count_output(&self, kid: u64, len: usize, pts: Option<gst::ClockTime>) {
         let switched_from = {
             let mut state = self.state.lock().unwrap();
             let State { running, stats, .. } = &mut *state;
             stats.buffers_out += 1;
             stats.bytes_out += len as u64;
             stats.kid = Some(kid);
-            let running = running.as_mut().ok_or(gst::FlowError::Flushing)?;
-            let previous = running.current_kid.replace(kid);
+            let previous = running.as_mut().and_then(|r| r.current_kid.replace(kid));
             match previous {
                 Some(previous) if previous != kid => {
                     stats.key_switches += 1;
@@ -729,8 +831,34 @@ impl BaseTransformImpl for StreamDecrypt {
             }
         };
         if let Some(previous) = switched_from {
-            self.post_key_switch(kid, previous, inbuf.pts());
+            self.post_key_switch(kid, previous, pts);
         }
-        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// At EOS, pushes what the format still holds back (aesdec's last block).
+    fn finish_stream(&self) -> Result<(), gst::FlowError> {
+        let Some(key) = self.state.lock().unwrap().trial_keys().into_iter().next() else {
+            return Ok(());
+        };
+        let last = match self.trial.lock().unwrap().as_mut() {
+            Some(decoder) => decoder.finish(&key.key),
+            None => None,
+        };
+        match last {
+            Some(Ok(last)) if !last.is_empty() => {
+                self.count_output(key.key.kid(), last.len(), None);
+                self.obj()
+                    .src_pad()
+                    .push(gst::Buffer::from_mut_slice(last))?;
+            }
+            Some(Err(_)) => {
+                self.reject(
+                    DropReason::Authentication,
+                    "the last block of the stream does not decrypt to valid padding".into(),
+                )?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
-//! `streamencrypt`: one SFrame per buffer, keys switched atomically with their KID.
+//! `streamencrypt`: encrypts each buffer in the format `mode` names; keys switch
+//! atomically with their KID.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -11,15 +12,15 @@ use gst_base::prelude::*;
 use gst_base::subclass::base_transform::{InputBuffer, PrepareOutputBufferSuccess};
 use gst_base::subclass::prelude::*;
 
+use crate::codec::{Encoder, EncryptError, Format, ReadyKey};
 use crate::common::{self, KeySettings, KeyedElement};
-use crate::keys::{KeyError, SecretKey, read_key_file};
-use crate::sframe::{MAX_OVERHEAD, SendCounter, SframeKey};
+use crate::keys::{KeyError, KeyText, read_key_file};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "streamencrypt",
         gst::DebugColorFlags::empty(),
-        Some("Stream encrypter (SFrame)"),
+        Some("Stream encrypter"),
     )
 });
 
@@ -31,28 +32,20 @@ struct Settings {
     rotate_on_keyframe: bool,
 }
 
-/// A key in use: its derived SFrame key and the counters it hands out.
-struct ActiveKey {
-    key: Arc<SframeKey>,
-    counter: SendCounter,
-}
-
-impl ActiveKey {
-    fn new(key: SframeKey) -> Self {
-        let counter = SendCounter::new(key.fingerprint(), key.suite().max_frames_per_key());
-        Self {
-            key: Arc::new(key),
-            counter,
-        }
-    }
-}
-
-/// Per-run state, built in `start()`.
-struct Running {
-    current: ActiveKey,
-    /// Key set while playing, taken into use at the next (key)frame.
-    pending: Option<SframeKey>,
+/// What other threads hand to the streaming thread. Never held across the cipher.
+#[derive(Default)]
+struct Pending {
+    /// The running format, to make keys set while playing ready at once.
+    format: Option<Format>,
+    /// A key set while playing, taken into use at the next buffer (or keyframe).
+    key: Option<Arc<ReadyKey>>,
     rotate_on_keyframe: bool,
+}
+
+/// Per-run state of the streaming thread, built in `start()`.
+struct Stream {
+    key: Arc<ReadyKey>,
+    encoder: Encoder,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -80,45 +73,39 @@ impl Stats {
 }
 
 #[derive(Default)]
-struct State {
-    running: Option<Running>,
-    stats: Stats,
-}
-
-#[derive(Default)]
 pub struct StreamEncrypt {
     settings: Mutex<Settings>,
-    state: Mutex<State>,
+    pending: Mutex<Pending>,
+    stream: Mutex<Option<Stream>>,
+    stats: Mutex<Stats>,
 }
 
 impl StreamEncrypt {
     /// Takes (kid, key) as the key to encrypt with: at start if not running, else
     /// at the next buffer (or keyframe). The two always change together.
-    fn install_key(&self, kid: u64, key: SecretKey) -> Result<(), KeyError> {
+    fn install_key(&self, kid: u64, text: KeyText) -> Result<(), KeyError> {
         let mut settings = self.settings.lock().unwrap();
-        let mut state = self.state.lock().unwrap();
-        if let Some(running) = state.running.as_mut() {
-            settings.keys.mode.check_key(&key)?;
-            running.pending = Some(SframeKey::derive(
-                settings.keys.mode.suite(),
-                kid,
-                key.as_bytes(),
-            ));
+        let mut pending = self.pending.lock().unwrap();
+        if let Some(format) = pending.format {
+            let key = format.parse_key(&text, settings.keys.mode.nick())?;
+            pending.key = Some(Arc::new(ReadyKey::new(&format, kid, &key)));
             gst::info!(
                 CAT,
                 imp = self,
                 "key for KID {kid} queued for the next buffer"
             );
+        } else {
+            settings.keys.mode.check_plausible_key(&text)?;
         }
-        settings.keys.key = Some(key);
+        settings.keys.key = Some(text);
         settings.keys.key_id = kid;
         settings.keys.refused = None;
         settings.key_from_file = false;
         Ok(())
     }
 
-    /// Reads the first key of a key file: `HEX` (with `default_kid`) or `KID HEX`.
-    fn read_first_key(path: &Path, default_kid: u64) -> Result<(u64, SecretKey), KeyError> {
+    /// Reads the first key of a key file: `KEY` (with `default_kid`) or `KID KEY`.
+    fn read_first_key(path: &Path, default_kid: u64) -> Result<(u64, KeyText), KeyError> {
         let first = read_key_file(path)?
             .into_iter()
             .next()
@@ -127,7 +114,7 @@ impl StreamEncrypt {
     }
 
     fn set_key_file(&self, path: Option<PathBuf>) -> Result<(), KeyError> {
-        let running = self.state.lock().unwrap().running.is_some();
+        let running = self.pending.lock().unwrap().format.is_some();
         if let (true, Some(path)) = (running, &path) {
             let default_kid = self.settings.lock().unwrap().keys.key_id;
             let (kid, key) = Self::read_first_key(path, default_kid)?;
@@ -140,37 +127,73 @@ impl StreamEncrypt {
     }
 
     /// The key to start with, from `key-file` or `key` (whichever was set last).
-    fn start_key(settings: &Settings) -> Result<SframeKey, gst::ErrorMessage> {
+    fn start_key(settings: &Settings, format: &Format) -> Result<ReadyKey, gst::ErrorMessage> {
         let keys = &settings.keys;
-        let (kid, key) = match (&keys.key_file, &keys.key) {
+        let (kid, text) = match (&keys.key_file, &keys.key) {
             (Some(path), _) if settings.key_from_file || keys.key.is_none() => {
                 Self::read_first_key(path, keys.key_id)
                     .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("{e}")))?
             }
-            (_, Some(key)) => (keys.key_id, key.clone()),
+            (_, Some(text)) => (keys.key_id, text.clone()),
             _ => {
                 return Err(gst::error_msg!(
                     gst::LibraryError::Settings,
                     (
-                        "No key: set the `key` property (hex) or `key-file` before starting{}",
+                        "No key: set the `key` property or `key-file` before starting{}",
                         keys.refused_hint()
                     )
                 ));
             }
         };
-        keys.mode
-            .check_key(&key)
+        let key = format
+            .parse_key(&text, keys.mode.nick())
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("Unusable `key`: {e}")))?;
-        Ok(SframeKey::derive(keys.mode.suite(), kid, key.as_bytes()))
+        Ok(ReadyKey::new(format, kid, &key))
     }
 
-    fn post_exhausted(&self, kid: u64, limit: u64) {
-        gst::element_imp_error!(
-            self,
-            gst::StreamError::Encode,
-            ("The key for KID {kid} has protected {limit} frames, the most its cipher \
-                 suite allows: set a new key (set-key, or key-id and key) to go on")
-        );
+    fn post_encrypt_error(&self, kid: u64, err: EncryptError) {
+        match err {
+            EncryptError::Exhausted { limit } => gst::element_imp_error!(
+                self,
+                gst::StreamError::Encode,
+                ("The key for KID {kid} has protected {limit} frames, the most its cipher \
+                     suite allows: set a new key (set-key, or key-id and key) to go on")
+            ),
+            err => gst::element_imp_error!(
+                self,
+                gst::StreamError::Encode,
+                ("Cannot encrypt with KID {kid}: {err}")
+            ),
+        }
+    }
+
+    fn count(&self, bytes_in: usize, bytes_out: usize, kid: u64, switched: bool) {
+        let mut stats = self.stats.lock().unwrap();
+        stats.buffers += 1;
+        stats.bytes_in += bytes_in as u64;
+        stats.bytes_out += bytes_out as u64;
+        stats.key_switches += u64::from(switched);
+        stats.kid = Some(kid);
+    }
+
+    /// At EOS, pushes what the format still owes (aesenc's final padded block).
+    fn finish_stream(&self) -> Result<(), gst::FlowError> {
+        let last = {
+            let mut stream = self.stream.lock().unwrap();
+            let Some(stream) = stream.as_mut() else {
+                return Ok(());
+            };
+            let key = stream.key.clone();
+            stream.encoder.finish(&key)
+        };
+        if let Some(last) = last {
+            let len = last.len();
+            self.stats.lock().unwrap().bytes_out += len as u64;
+            self.obj()
+                .src_pad()
+                .push(gst::Buffer::from_mut_slice(last))?;
+        }
+        Ok(())
     }
 }
 
@@ -183,7 +206,7 @@ impl KeyedElement for StreamEncrypt {
         f(&mut self.settings.lock().unwrap().keys)
     }
 
-    fn accept_key(&self, kid: u64, key: SecretKey) -> Result<(), KeyError> {
+    fn accept_key(&self, kid: u64, key: KeyText) -> Result<(), KeyError> {
         self.install_key(kid, key)
     }
 }
@@ -199,10 +222,11 @@ impl ObjectImpl for StreamEncrypt {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let mut properties = common::key_properties(
-                "Key in hex, of the length `mode` needs (write-only). While playing, the new \
-                 key and the current key-id take effect together at the next buffer",
-                "File holding the key: the first line is `HEX` (used with key-id) or \
-                 `KID HEX`; keeps the key out of `ps` and shell history. Read at start, \
+                "Key of the length `mode` needs, in hex (qq-tea also takes 16 characters of \
+                 text); write-only. While playing, the new key and the current key-id take \
+                 effect together at the next buffer",
+                "File holding the key: the first line is `KEY` (used with key-id) or \
+                 `KID KEY`; keeps the key out of `ps` and shell history. Read at start, \
                  and at once when set while playing",
             );
             properties.push(
@@ -216,6 +240,7 @@ impl ObjectImpl for StreamEncrypt {
                     .mutable_playing()
                     .build(),
             );
+            properties.extend(common::cbc_properties());
             properties
         });
         PROPERTIES.as_ref()
@@ -228,27 +253,25 @@ impl ObjectImpl for StreamEncrypt {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        match pspec.name() {
-            "mode" => self.settings.lock().unwrap().keys.mode = value.get().expect("type checked"),
+        let name = pspec.name();
+        if self.set_shared_property(name, value) {
+            return;
+        }
+        match name {
             "key" => {
-                let result = KeySettings::parse_key(value).and_then(|key| match key {
-                    Some(key) => {
+                let result = match KeySettings::key_text(value) {
+                    Some(text) => {
                         let kid = self.settings.lock().unwrap().keys.key_id;
-                        self.install_key(kid, key)
+                        self.install_key(kid, text)
                     }
                     None => {
                         self.settings.lock().unwrap().keys.key = None;
                         Ok(())
                     }
-                });
+                };
                 if let Err(err) = result {
                     self.refuse("key", err);
                 }
-            }
-            "key-id" => {
-                let kid = value.get().expect("type checked");
-                self.settings.lock().unwrap().keys.key_id = kid;
-                gst::debug!(CAT, imp = self, "key-id {kid} will go with the next key");
             }
             "key-file" => {
                 let path = value.get::<Option<PathBuf>>().expect("type checked");
@@ -256,31 +279,23 @@ impl ObjectImpl for StreamEncrypt {
                     self.refuse("key-file", err);
                 }
             }
-            "clear-keys-on-stop" => {
-                self.settings.lock().unwrap().keys.clear_keys_on_stop =
-                    value.get().expect("type checked")
-            }
             "rotate-on-keyframe" => {
                 let enabled = value.get().expect("type checked");
-                let mut settings = self.settings.lock().unwrap();
-                settings.rotate_on_keyframe = enabled;
-                if let Some(running) = self.state.lock().unwrap().running.as_mut() {
-                    running.rotate_on_keyframe = enabled;
-                }
+                self.settings.lock().unwrap().rotate_on_keyframe = enabled;
+                self.pending.lock().unwrap().rotate_on_keyframe = enabled;
             }
             other => unreachable!("no property {other}"),
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let settings = self.settings.lock().unwrap();
-        match pspec.name() {
-            "mode" => settings.keys.mode.to_value(),
-            "key-id" => settings.keys.key_id.to_value(),
-            "key-file" => settings.keys.key_file.to_value(),
-            "clear-keys-on-stop" => settings.keys.clear_keys_on_stop.to_value(),
-            "rotate-on-keyframe" => settings.rotate_on_keyframe.to_value(),
-            "stats" => self.state.lock().unwrap().stats.to_structure().to_value(),
+        let name = pspec.name();
+        if let Some(value) = self.shared_property(name) {
+            return value;
+        }
+        match name {
+            "rotate-on-keyframe" => self.settings.lock().unwrap().rotate_on_keyframe.to_value(),
+            "stats" => self.stats.lock().unwrap().to_structure().to_value(),
             other => unreachable!("no readable property {other}"),
         }
     }
@@ -300,9 +315,10 @@ impl ElementImpl for StreamEncrypt {
             gst::subclass::ElementMetadata::new(
                 "Stream encrypter",
                 "Filter/Encryptor",
-                "Encrypts and authenticates each buffer as one SFrame (RFC 9605). \
-                 Action signal set-key(kid, hex) switches key and KID together at the \
-                 next buffer, from any thread, while playing",
+                "Encrypts each buffer: authenticated as one SFrame (RFC 9605), or in the \
+                 format of SM4-ECB, QQ TEA or aesenc. Action signal set-key(kid, key) \
+                 switches key and KID together at the next buffer, from any thread, while \
+                 playing",
                 "streamcrypt developers",
             )
         });
@@ -324,7 +340,8 @@ impl BaseTransformImpl for StreamEncrypt {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap();
-        let key = Self::start_key(&settings)?;
+        let format = settings.keys.format();
+        let key = Arc::new(Self::start_key(&settings, &format)?);
         gst::info!(
             CAT,
             imp = self,
@@ -332,27 +349,38 @@ impl BaseTransformImpl for StreamEncrypt {
             key.kid(),
             settings.keys.mode.nick()
         );
-        let mut state = self.state.lock().unwrap();
-        state.stats = Stats {
+        *self.stats.lock().unwrap() = Stats {
             kid: Some(key.kid()),
             ..Stats::default()
         };
-        state.running = Some(Running {
-            current: ActiveKey::new(key),
-            pending: None,
+        *self.pending.lock().unwrap() = Pending {
+            format: Some(format),
+            key: None,
             rotate_on_keyframe: settings.rotate_on_keyframe,
+        };
+        *self.stream.lock().unwrap() = Some(Stream {
+            encoder: Encoder::new(&format, &key),
+            key,
         });
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         let mut settings = self.settings.lock().unwrap();
-        self.state.lock().unwrap().running = None;
+        *self.pending.lock().unwrap() = Pending::default();
+        *self.stream.lock().unwrap() = None;
         if settings.keys.clear_keys_on_stop {
             settings.keys.clear_keys();
         }
         gst::info!(CAT, imp = self, "stopped");
         Ok(())
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        if event.type_() == gst::EventType::Eos && self.finish_stream().is_err() {
+            gst::warning!(CAT, imp = self, "could not push the final block");
+        }
+        self.parent_sink_event(event)
     }
 
     fn transform_size(
@@ -362,8 +390,9 @@ impl BaseTransformImpl for StreamEncrypt {
         size: usize,
         _othercaps: &gst::Caps,
     ) -> Option<usize> {
+        let format = self.pending.lock().unwrap().format?;
         match direction {
-            gst::PadDirection::Sink => Some(size + MAX_OVERHEAD),
+            gst::PadDirection::Sink => Some(format.max_encrypted_len(size)),
             _ => Some(size),
         }
     }
@@ -376,7 +405,13 @@ impl BaseTransformImpl for StreamEncrypt {
             InputBuffer::Readable(buf) => buf.size(),
             InputBuffer::Writable(buf) => buf.size(),
         };
-        common::output_buffer(self, inbuf, size + MAX_OVERHEAD)
+        let format = self
+            .pending
+            .lock()
+            .unwrap()
+            .format
+            .ok_or(gst::FlowError::Flushing)?;
+        common::output_buffer(self, inbuf, format.max_encrypted_len(size))
     }
 
     fn transform_meta<'a>(
@@ -397,50 +432,51 @@ impl BaseTransformImpl for StreamEncrypt {
         inbuf: &gst::Buffer,
         outbuf: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let (key, ctr, switched) = {
-            let mut state = self.state.lock().unwrap();
-            let State { running, stats } = &mut *state;
-            let running = running.as_mut().ok_or(gst::FlowError::Flushing)?;
-            let mut switched = None;
+        let next_key = {
+            let mut pending = self.pending.lock().unwrap();
             let keyframe = !inbuf.flags().contains(gst::BufferFlags::DELTA_UNIT);
-            if running.pending.is_some() && (keyframe || !running.rotate_on_keyframe) {
-                let next = ActiveKey::new(running.pending.take().expect("checked"));
-                let previous = std::mem::replace(&mut running.current, next);
-                switched = Some((previous.key.kid(), running.current.key.kid()));
-                stats.key_switches += 1;
-                stats.kid = Some(running.current.key.kid());
+            if keyframe || !pending.rotate_on_keyframe {
+                pending.key.take()
+            } else {
+                None
             }
-            let key = running.current.key.clone();
-            let ctr = match running.current.counter.next_counter() {
-                Ok(ctr) => ctr,
-                Err(exhausted) => {
-                    drop(state);
-                    self.post_exhausted(key.kid(), exhausted.limit);
-                    return Err(gst::FlowError::Error);
-                }
-            };
-            stats.buffers += 1;
-            stats.bytes_in += inbuf.size() as u64;
-            stats.bytes_out += key.encrypted_len(ctr, inbuf.size()) as u64;
-            (key, ctr, switched)
         };
-        if let Some((from, to)) = switched {
-            gst::info!(CAT, imp = self, "switched from KID {from} to KID {to}");
-        }
 
         let input = inbuf.map_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot read buffer"));
             gst::FlowError::Error
         })?;
-        let len = {
+        // The streaming thread's own state: held across the cipher, but no other
+        // thread waits on it while buffers flow.
+        let (result, kid) = {
+            let mut stream = self.stream.lock().unwrap();
+            let stream = stream.as_mut().ok_or(gst::FlowError::Flushing)?;
+            if let Some(next_key) = &next_key {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "switching from KID {} to KID {}",
+                    stream.key.kid(),
+                    next_key.kid()
+                );
+                stream.encoder.switch_key(next_key);
+                stream.key = next_key.clone();
+            }
             let mut output = outbuf.map_writable().map_err(|_| gst::FlowError::Error)?;
-            key.encrypt_into(ctr, &[], &input, &mut output)
-                .map_err(|e| {
-                    gst::element_imp_error!(self, gst::StreamError::Encode, ("{e}"));
-                    gst::FlowError::Error
-                })?
+            let result = stream.encoder.encrypt(&stream.key, &input, &mut output);
+            (result, stream.key.kid())
         };
-        outbuf.set_size(len);
-        Ok(gst::FlowSuccess::Ok)
+        let switched = next_key.is_some();
+        match result {
+            Ok(len) => {
+                outbuf.set_size(len);
+                self.count(input.len(), len, kid, switched);
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Err(err) => {
+                self.post_encrypt_error(kid, err);
+                Err(gst::FlowError::Error)
+            }
+        }
     }
 }

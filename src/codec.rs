@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: MPL-2.0
+//! One front for every format the elements speak: keys made ready for a format,
+//! and the per-stream state that encrypts and decrypts buffer after buffer. No
+//! GStreamer in here; the elements drive it.
+
+use crate::compat::aes_cbc::{AesKey, CbcDecrypter, CbcEncrypter, CbcOptions};
+use crate::compat::qq_tea::{self, QqTea};
+use crate::compat::sm4_ecb::Sm4Ecb;
+use crate::compat::{Invalid, first_valid};
+use crate::keys::{KeyError, KeyText, SecretKey};
+use crate::sframe::{CipherSuite, FrameError, MAX_OVERHEAD, SendCounter, SframeKey};
+
+/// How buffers are turned into ciphertext and back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One SFrame (RFC 9605) per buffer.
+    Sframe(CipherSuite),
+    /// SM4-ECB, PKCS#7 per buffer.
+    Sm4Ecb,
+    /// QQ TEA "symmetry_encrypt" per buffer.
+    QqTea,
+    /// AES-CBC as gst-plugins-bad's `aesenc`/`aesdec` (key of 16 or 32 bytes).
+    AesCbc { key_len: usize, options: CbcOptions },
+}
+
+impl Format {
+    /// Key lengths the format accepts, in bytes.
+    pub fn key_lens(&self) -> &'static [usize] {
+        match self {
+            Format::Sframe(suite) => suite.base_key_lens(),
+            Format::Sm4Ecb => &[Sm4Ecb::KEY_LEN],
+            Format::QqTea => &[QqTea::KEY_LEN],
+            Format::AesCbc { key_len: 32, .. } => &[32],
+            Format::AesCbc { .. } => &[16],
+        }
+    }
+
+    /// Reads a key as this format takes it; `mode` names the mode in errors.
+    pub fn parse_key(&self, text: &KeyText, mode: &str) -> Result<SecretKey, KeyError> {
+        // QQ TEA keys are held as 16 characters of text.
+        let raw_text_len = matches!(self, Format::QqTea).then_some(QqTea::KEY_LEN);
+        text.parse(self.key_lens(), raw_text_len, mode)
+    }
+
+    /// Whether each buffer names its key (SFrame's KID); otherwise a decrypter
+    /// tries the keys it holds.
+    pub fn carries_kid(&self) -> bool {
+        matches!(self, Format::Sframe(_))
+    }
+
+    /// Most bytes one buffer of `input_len` bytes becomes when encrypted.
+    pub fn max_encrypted_len(&self, input_len: usize) -> usize {
+        match self {
+            Format::Sframe(_) => input_len + MAX_OVERHEAD,
+            Format::Sm4Ecb => Sm4Ecb::encrypted_len(input_len),
+            Format::QqTea => QqTea::encrypted_len(input_len),
+            Format::AesCbc { .. } => CbcEncrypter::max_output_len(input_len),
+        }
+    }
+}
+
+enum KeyCipher {
+    Sframe(SframeKey),
+    Sm4Ecb(Sm4Ecb),
+    QqTea(QqTea),
+    AesCbc(AesKey),
+}
+
+/// A key ready for one format, with its key schedule (and for SFrame its derived
+/// key and salt) built once.
+pub struct ReadyKey {
+    kid: u64,
+    cipher: KeyCipher,
+}
+
+impl ReadyKey {
+    /// `key` must have one of `format.key_lens()`.
+    pub fn new(format: &Format, kid: u64, key: &SecretKey) -> Self {
+        let bytes = key.as_bytes();
+        let cipher = match format {
+            Format::Sframe(suite) => KeyCipher::Sframe(SframeKey::derive(*suite, kid, bytes)),
+            Format::Sm4Ecb => KeyCipher::Sm4Ecb(Sm4Ecb::new(bytes)),
+            Format::QqTea => KeyCipher::QqTea(QqTea::new(bytes)),
+            Format::AesCbc { .. } => KeyCipher::AesCbc(AesKey::new(bytes)),
+        };
+        Self { kid, cipher }
+    }
+
+    pub fn kid(&self) -> u64 {
+        self.kid
+    }
+
+    pub fn sframe(&self) -> Option<&SframeKey> {
+        match &self.cipher {
+            KeyCipher::Sframe(key) => Some(key),
+            _ => None,
+        }
+    }
+
+    fn aes_cbc(&self) -> Option<&AesKey> {
+        match &self.cipher {
+            KeyCipher::AesCbc(key) => Some(key),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncryptError {
+    /// The key has protected as many frames as its suite allows.
+    Exhausted {
+        limit: u64,
+    },
+    Frame(FrameError),
+    /// The system's random generator failed (QQ TEA framing).
+    Random,
+}
+
+impl std::fmt::Display for EncryptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EncryptError::Exhausted { limit } => write!(f, "key used for {limit} frames"),
+            EncryptError::Frame(e) => e.fmt(f),
+            EncryptError::Random => write!(f, "no random bytes from the system"),
+        }
+    }
+}
+
+/// The encrypting side of one stream.
+pub enum Encoder {
+    /// The counter of the key in use.
+    Sframe(SendCounter),
+    Sm4Ecb,
+    QqTea,
+    AesCbc(CbcEncrypter),
+}
+
+impl Encoder {
+    pub fn new(format: &Format, key: &ReadyKey) -> Self {
+        match format {
+            Format::Sframe(_) => Encoder::Sframe(Self::counter_for(key)),
+            Format::Sm4Ecb => Encoder::Sm4Ecb,
+            Format::QqTea => Encoder::QqTea,
+            Format::AesCbc { options, .. } => Encoder::AesCbc(CbcEncrypter::new(*options)),
+        }
+    }
+
+    fn counter_for(key: &ReadyKey) -> SendCounter {
+        let key = key.sframe().expect("an SFrame key");
+        SendCounter::new(key.fingerprint(), key.suite().max_frames_per_key())
+    }
+
+    /// `key` replaces the key in use from the next buffer on.
+    pub fn switch_key(&mut self, key: &ReadyKey) {
+        if let Encoder::Sframe(counter) = self {
+            *counter = Self::counter_for(key);
+        }
+    }
+
+    /// Encrypts the next buffer into `out` (of `Format::max_encrypted_len`);
+    /// returns the length written.
+    pub fn encrypt(
+        &mut self,
+        key: &ReadyKey,
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, EncryptError> {
+        match (self, &key.cipher) {
+            (Encoder::Sframe(counter), KeyCipher::Sframe(key)) => {
+                let ctr = counter
+                    .next_counter()
+                    .map_err(|e| EncryptError::Exhausted { limit: e.limit })?;
+                key.encrypt_into(ctr, &[], input, out)
+                    .map_err(EncryptError::Frame)
+            }
+            (Encoder::Sm4Ecb, KeyCipher::Sm4Ecb(key)) => Ok(key.encrypt_into(input, out)),
+            (Encoder::QqTea, KeyCipher::QqTea(key)) => {
+                let mut random = [0u8; qq_tea::RANDOM_LEN];
+                getrandom::fill(&mut random).map_err(|_| EncryptError::Random)?;
+                Ok(key.encrypt_into(input, &random, out))
+            }
+            (Encoder::AesCbc(stream), KeyCipher::AesCbc(key)) => {
+                Ok(stream.encrypt(key, input, out))
+            }
+            _ => unreachable!("key made for another format"),
+        }
+    }
+
+    /// What the stream still owes at EOS (`aesenc`'s final block).
+    pub fn finish(&mut self, key: &ReadyKey) -> Option<Vec<u8>> {
+        match (self, key.aes_cbc()) {
+            (Encoder::AesCbc(stream), Some(key)) => stream.finish(key).map(|b| b.to_vec()),
+            _ => None,
+        }
+    }
+}
+
+/// The decrypting side of one stream, for the formats without a KID: it tries
+/// the keys it is given, in order.
+pub enum TrialDecoder {
+    Sm4Ecb,
+    QqTea,
+    AesCbc(CbcDecrypter),
+}
+
+impl TrialDecoder {
+    /// `None` for SFrame, whose frames name their key.
+    pub fn new(format: &Format) -> Option<Self> {
+        match format {
+            Format::Sframe(_) => None,
+            Format::Sm4Ecb => Some(TrialDecoder::Sm4Ecb),
+            Format::QqTea => Some(TrialDecoder::QqTea),
+            Format::AesCbc { options, .. } => {
+                Some(TrialDecoder::AesCbc(CbcDecrypter::new(*options)))
+            }
+        }
+    }
+
+    /// Most bytes `decrypt` writes for `input_len` bytes in.
+    pub fn max_decrypted_len(&self, input_len: usize) -> usize {
+        match self {
+            TrialDecoder::AesCbc(stream) => stream.max_output_len(input_len),
+            _ => input_len,
+        }
+    }
+
+    /// Decrypts the next buffer into `out`, trying `keys` in order; returns the
+    /// index of the key whose output passed the validity check, and the length.
+    pub fn decrypt<K: AsRef<ReadyKey>>(
+        &mut self,
+        keys: &[K],
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<(usize, usize), Invalid> {
+        match self {
+            TrialDecoder::Sm4Ecb => first_valid(keys, |key| match &key.as_ref().cipher {
+                KeyCipher::Sm4Ecb(key) => key.decrypt_into(input, out),
+                _ => Err(Invalid),
+            }),
+            TrialDecoder::QqTea => first_valid(keys, |key| match &key.as_ref().cipher {
+                KeyCipher::QqTea(key) => key.decrypt_into(input, out),
+                _ => Err(Invalid),
+            }),
+            TrialDecoder::AesCbc(stream) => {
+                let aes_keys: Vec<&AesKey> = keys
+                    .iter()
+                    .filter_map(|key| key.as_ref().aes_cbc())
+                    .collect();
+                stream.decrypt(&aes_keys, input, out)
+            }
+        }
+    }
+
+    /// What the stream still holds at EOS (`aesdec`'s final block), decrypted
+    /// with `key`.
+    pub fn finish(&mut self, key: &ReadyKey) -> Option<Result<Vec<u8>, Invalid>> {
+        match (self, key.aes_cbc()) {
+            (TrialDecoder::AesCbc(stream), Some(key)) => stream.finish(key),
+            _ => None,
+        }
+    }
+}
+
+impl AsRef<ReadyKey> for ReadyKey {
+    fn as_ref(&self) -> &ReadyKey {
+        self
+    }
+}
