@@ -5,8 +5,8 @@
 
 use crate::compat::aes_cbc::{AesKey, CbcDecrypter, CbcEncrypter, CbcOptions};
 use crate::compat::qq_tea::{self, QqTea};
-use crate::compat::sm4_ecb::Sm4Ecb;
-use crate::compat::{Invalid, first_valid};
+use crate::compat::sm4_ecb::{self, Sm4Ecb};
+use crate::compat::{Invalid, first_valid, pick_by_padding};
 use crate::keys::{KeyError, KeyText, SecretKey};
 use crate::sframe::{CipherSuite, FrameError, MAX_OVERHEAD, SendCounter, SframeKey};
 
@@ -224,8 +224,9 @@ impl TrialDecoder {
         }
     }
 
-    /// Decrypts the next buffer into `out`, trying `keys` in order; returns the
-    /// index of the key whose output passed the validity check, and the length.
+    /// Decrypts the next buffer into `out` with the key among `keys` (the key in
+    /// use first) that passes the format's validity check (see `crate::compat`);
+    /// returns that key's index and the length.
     pub fn decrypt<K: AsRef<ReadyKey>>(
         &mut self,
         keys: &[K],
@@ -233,10 +234,21 @@ impl TrialDecoder {
         out: &mut [u8],
     ) -> Result<(usize, usize), Invalid> {
         match self {
-            TrialDecoder::Sm4Ecb => first_valid(keys, |key| match &key.as_ref().cipher {
-                KeyCipher::Sm4Ecb(key) => key.decrypt_into(input, out),
-                _ => Err(Invalid),
-            }),
+            TrialDecoder::Sm4Ecb => {
+                if !sm4_ecb::is_whole_blocks(input) {
+                    return Err(Invalid);
+                }
+                let sm4_keys: Vec<&Sm4Ecb> = keys
+                    .iter()
+                    .filter_map(|key| match &key.as_ref().cipher {
+                        KeyCipher::Sm4Ecb(key) => Some(key),
+                        _ => None,
+                    })
+                    .collect();
+                let index = pick_by_padding(&sm4_keys, |key| key.decrypt_last_block(input))
+                    .ok_or(Invalid)?;
+                Ok((index, sm4_keys[index].decrypt_into(input, out)?))
+            }
             TrialDecoder::QqTea => first_valid(keys, |key| match &key.as_ref().cipher {
                 KeyCipher::QqTea(key) => key.decrypt_into(input, out),
                 _ => Err(Invalid),

@@ -17,7 +17,7 @@
 use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 use aes::{Aes128, Aes256};
 
-use super::{Invalid, blocks_mut, first_valid, pkcs7};
+use super::{Invalid, blocks_mut, pick_by_padding, pkcs7};
 
 const BLOCK: usize = pkcs7::BLOCK;
 
@@ -50,6 +50,24 @@ impl AesKey {
             }
             chain.copy_from_slice(block);
         }
+    }
+
+    /// The plaintext of the last block of `ciphertext` (whole blocks), chained from
+    /// `chain`: enough to check the padding.
+    fn decrypt_last_block(&self, chain: &[u8; BLOCK], ciphertext: &[u8]) -> [u8; BLOCK] {
+        let len = ciphertext.len();
+        let mut block = [0u8; BLOCK];
+        let previous = if len > BLOCK {
+            &ciphertext[len - 2 * BLOCK..len - BLOCK]
+        } else {
+            &chain[..]
+        };
+        self.decrypt_cbc(
+            previous.try_into().expect("one block"),
+            &ciphertext[len - BLOCK..],
+            &mut block,
+        );
+        block
     }
 
     /// CBC-decrypts `ciphertext` (whole blocks) into `out`, chaining from `chain`.
@@ -188,8 +206,8 @@ impl CbcDecrypter {
     }
 
     /// Decrypts the next buffer of the stream into `out`. With per-buffer padding,
-    /// `keys` are tried in order and the index of the one whose padding checks out
-    /// is returned with the length; without, only the first key is used.
+    /// the key is picked by its padding among `keys` (see `pick_by_padding`) and its
+    /// index returned with the length; without, only the first key is used.
     pub fn decrypt<K: AsRef<AesKey>>(
         &mut self,
         keys: &[K],
@@ -214,10 +232,11 @@ impl CbcDecrypter {
             if input.is_empty() || !input.len().is_multiple_of(BLOCK) {
                 return Err(Invalid);
             }
-            first_valid(keys, |key| {
-                key.as_ref().decrypt_cbc(&chain, input, out);
-                pkcs7::unpadded_len(&out[..input.len()]).ok_or(Invalid)
-            })
+            let index = pick_by_padding(keys, |key| key.as_ref().decrypt_last_block(&chain, input))
+                .ok_or(Invalid)?;
+            keys[index].as_ref().decrypt_cbc(&chain, input, out);
+            let len = pkcs7::unpadded_len(&out[..input.len()]).ok_or(Invalid)?;
+            Ok((index, len))
         } else {
             let key = keys.first().ok_or(Invalid)?.as_ref();
             self.held.extend_from_slice(input);

@@ -12,6 +12,11 @@ use sm4::Sm4;
 
 use super::{Invalid, blocks_mut, pkcs7};
 
+/// Whether `ciphertext` can be SM4-ECB output at all: whole blocks, at least one.
+pub fn is_whole_blocks(ciphertext: &[u8]) -> bool {
+    !ciphertext.is_empty() && ciphertext.len().is_multiple_of(pkcs7::BLOCK)
+}
+
 pub struct Sm4Ecb {
     cipher: Sm4,
 }
@@ -43,11 +48,20 @@ impl Sm4Ecb {
         len
     }
 
+    /// The plaintext of the last block of `ciphertext` (a whole number of blocks),
+    /// to pick a key without decrypting everything.
+    pub fn decrypt_last_block(&self, ciphertext: &[u8]) -> [u8; 16] {
+        let mut block = aes::cipher::Block::<Sm4>::default();
+        block.copy_from_slice(&ciphertext[ciphertext.len() - 16..]);
+        self.cipher.decrypt_block(&mut block);
+        block.into()
+    }
+
     /// Writes the plaintext of `ciphertext` to the start of `out` (which must hold
     /// `ciphertext.len()` bytes); returns its length.
     pub fn decrypt_into(&self, ciphertext: &[u8], out: &mut [u8]) -> Result<usize, Invalid> {
         let len = ciphertext.len();
-        if len == 0 || !len.is_multiple_of(pkcs7::BLOCK) || out.len() < len {
+        if !is_whole_blocks(ciphertext) || out.len() < len {
             return Err(Invalid);
         }
         let out = &mut out[..len];
