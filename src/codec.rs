@@ -189,7 +189,7 @@ impl Encoder {
     /// What the stream still owes at EOS (`aesenc`'s final block).
     pub fn finish(&mut self, key: &ReadyKey) -> Option<Vec<u8>> {
         match (self, key.aes_cbc()) {
-            (Encoder::AesCbc(stream), Some(key)) => stream.finish(key).map(|b| b.to_vec()),
+            (Encoder::AesCbc(stream), Some(key)) => stream.finish(key),
             _ => None,
         }
     }

@@ -34,8 +34,25 @@ fn key_bytes(kid: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn modes() -> [(&'static str, CipherSuite, usize); 2] {
+/// Our modes for RFC 9605's five suites, all of which the `sframe` crate speaks
+/// (with its RustCrypto backend).
+fn modes() -> [(&'static str, CipherSuite, usize); 5] {
     [
+        (
+            "aes-128-ctr-hmac-80",
+            CipherSuite::AesCtr128HmacSha256_80,
+            16,
+        ),
+        (
+            "aes-128-ctr-hmac-64",
+            CipherSuite::AesCtr128HmacSha256_64,
+            16,
+        ),
+        (
+            "aes-128-ctr-hmac-32",
+            CipherSuite::AesCtr128HmacSha256_32,
+            16,
+        ),
         ("aes-128-gcm", CipherSuite::AesGcm128Sha256, 16),
         ("aes-256-gcm", CipherSuite::AesGcm256Sha512, 32),
     ]

@@ -129,7 +129,7 @@ fn reference_tea_decrypt(key: &[u8; 16], ciphertext: &[u8]) -> Option<Vec<u8>> {
         out[4..].copy_from_slice(&v1.to_be_bytes());
         out
     };
-    if ciphertext.len() < 16 || ciphertext.len() % 8 != 0 {
+    if ciphertext.len() < 16 || !ciphertext.len().is_multiple_of(8) {
         return None;
     }
     let mut plain = Vec::new();

@@ -10,6 +10,12 @@
 //! padded once at the end: output buffers do not line up with input buffers, and
 //! the last block follows at EOS as a buffer of its own.
 //!
+//! One deliberate difference: without per-buffer padding, `aesenc` writes the IV
+//! alone when the first buffer is shorter than a block, and `aesdec` aborts the
+//! process on a first buffer of 16 bytes or less. We hold the IV back until there
+//! is ciphertext to send with it (and the element sends no empty buffers); the
+//! byte stream is the same.
+//!
 //! Limits: nothing is authenticated. A wrong key or corrupt data is noticed only
 //! through invalid padding (missed with probability about 1/255), and only with
 //! per-buffer padding; a lost buffer garbles the first block of the next one.
@@ -114,6 +120,8 @@ pub struct CbcEncrypter {
     options: CbcOptions,
     chain: [u8; BLOCK],
     started: bool,
+    /// Whether the IV has gone out (`serialize-iv`).
+    iv_sent: bool,
     /// Without per-buffer padding: the bytes of a block not yet complete.
     pending: Vec<u8>,
 }
@@ -124,6 +132,7 @@ impl CbcEncrypter {
             options,
             chain: options.iv,
             started: false,
+            iv_sent: !options.serialize_iv,
             pending: Vec::with_capacity(BLOCK),
         }
     }
@@ -133,23 +142,29 @@ impl CbcEncrypter {
         input_len + 2 * BLOCK
     }
 
+    /// Writes the IV in front of the first ciphertext, if it is to be serialized
+    /// and has not gone out yet; returns its length.
+    fn write_iv(&mut self, out: &mut [u8], ciphertext_follows: bool) -> usize {
+        if self.iv_sent || !ciphertext_follows {
+            return 0;
+        }
+        self.iv_sent = true;
+        out[..BLOCK].copy_from_slice(&self.options.iv);
+        BLOCK
+    }
+
     /// Encrypts the next buffer of the stream into `out`; returns the length.
     pub fn encrypt(&mut self, key: &AesKey, input: &[u8], out: &mut [u8]) -> usize {
-        let mut written = 0;
-        if !self.started {
-            self.started = true;
-            if self.options.serialize_iv {
-                out[..BLOCK].copy_from_slice(&self.options.iv);
-                written = BLOCK;
-            }
-        }
+        self.started = true;
+        let whole = (self.pending.len() + input.len()) / BLOCK * BLOCK;
+        let ciphertext_follows = self.options.per_buffer_padding || whole > 0;
+        let written = self.write_iv(out, ciphertext_follows);
         let out = &mut out[written..];
         let len = if self.options.per_buffer_padding {
             out[..input.len()].copy_from_slice(input);
             pkcs7::pad(out, input.len())
         } else {
             let pending = self.pending.len();
-            let whole = (pending + input.len()) / BLOCK * BLOCK;
             out[..pending].copy_from_slice(&self.pending);
             let taken = whole.saturating_sub(pending);
             out[pending..whole.max(pending)].copy_from_slice(&input[..taken]);
@@ -165,17 +180,19 @@ impl CbcEncrypter {
     }
 
     /// At EOS without per-buffer padding: the final padded block, as `aesenc`
-    /// pushes it (nothing if no buffer came).
-    pub fn finish(&mut self, key: &AesKey) -> Option<[u8; BLOCK]> {
+    /// pushes it (after the IV if that has not gone out); nothing if no buffer came.
+    pub fn finish(&mut self, key: &AesKey) -> Option<Vec<u8>> {
         if self.options.per_buffer_padding || !self.started {
             return None;
         }
-        let mut block = [0u8; BLOCK];
+        let mut out = [0u8; 2 * BLOCK];
+        let written = self.write_iv(&mut out, true);
+        let block = &mut out[written..written + BLOCK];
         block[..self.pending.len()].copy_from_slice(&self.pending);
-        pkcs7::pad(&mut block, self.pending.len());
+        pkcs7::pad(block, self.pending.len());
         self.pending.clear();
-        key.encrypt_cbc(&mut self.chain, &mut block);
-        Some(block)
+        key.encrypt_cbc(&mut self.chain, block);
+        Some(out[..written + BLOCK].to_vec())
     }
 }
 
@@ -185,8 +202,10 @@ pub struct CbcDecrypter {
     options: CbcOptions,
     chain: [u8; BLOCK],
     started: bool,
-    /// Without per-buffer padding: ciphertext held back, the last whole block
-    /// (it may be the padded one) and any incomplete block.
+    /// Whether the IV is known: from `iv`, or read from the stream.
+    iv_read: bool,
+    /// Without per-buffer padding: bytes held back, the IV until complete, then
+    /// the last whole block (it may be the padded one) and any incomplete block.
     held: Vec<u8>,
 }
 
@@ -196,6 +215,7 @@ impl CbcDecrypter {
             options,
             chain: options.iv,
             started: false,
+            iv_read: !options.serialize_iv,
             held: Vec::new(),
         }
     }
@@ -214,16 +234,16 @@ impl CbcDecrypter {
         input: &[u8],
         out: &mut [u8],
     ) -> Result<(usize, usize), Invalid> {
-        let mut input = input;
-        if !self.started {
-            self.started = true;
-            if self.options.serialize_iv {
+        self.started = true;
+        if self.options.per_buffer_padding {
+            // aesenc sends the IV with the first buffer's ciphertext.
+            let mut input = input;
+            if !self.iv_read {
+                self.iv_read = true;
                 let (iv, rest) = input.split_at_checked(BLOCK).ok_or(Invalid)?;
                 self.chain.copy_from_slice(iv);
                 input = rest;
             }
-        }
-        if self.options.per_buffer_padding {
             let chain = self.chain;
             // Whatever the outcome, the next buffer chains to this one's last block.
             if let Some(last) = input.len().checked_sub(BLOCK) {
@@ -240,6 +260,15 @@ impl CbcDecrypter {
         } else {
             let key = keys.first().ok_or(Invalid)?.as_ref();
             self.held.extend_from_slice(input);
+            // The IV is the first 16 bytes of the stream, however they arrive.
+            if !self.iv_read {
+                if self.held.len() < BLOCK {
+                    return Ok((0, 0));
+                }
+                self.chain.copy_from_slice(&self.held[..BLOCK]);
+                self.held.drain(..BLOCK);
+                self.iv_read = true;
+            }
             // Keep the last whole block back: only EOS tells whether it is the last.
             let ready = self.held.len().saturating_sub(1) / BLOCK * BLOCK;
             key.decrypt_cbc(&self.chain, &self.held[..ready], out);
@@ -309,7 +338,7 @@ mod tests {
                 buf
             })
             .collect();
-        out.extend(enc.finish(key).map(|block| block.to_vec()));
+        out.extend(enc.finish(key));
         out
     }
 
@@ -358,6 +387,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_iv_waits_for_ciphertext() {
+        // aesdec aborts on a first buffer of one block or less.
+        let key = AesKey::new(&[1u8; 16]);
+        let mut enc = CbcEncrypter::new(options(true, false));
+        let mut out = [0u8; 64];
+        assert_eq!(enc.encrypt(&key, &[1; 5], &mut out), 0);
+        assert_eq!(enc.encrypt(&key, &[2; 20], &mut out), 32);
+        assert_eq!(&out[..16], b"0123456789abcdef");
+        let mut short = CbcEncrypter::new(options(true, false));
+        assert_eq!(short.encrypt(&key, &[1; 5], &mut out), 0);
+        assert_eq!(short.finish(&key).unwrap().len(), 32);
     }
 
     #[test]

@@ -468,6 +468,13 @@ impl BaseTransformImpl for StreamEncrypt {
         };
         let switched = next_key.is_some();
         match result {
+            Ok(0) => {
+                // Only aesenc's unpadded stream completes no block some buffers: send
+                // nothing rather than an empty buffer (aesdec aborts on an empty
+                // first buffer when the IV is serialized).
+                self.count(input.len(), 0, kid, switched);
+                Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED)
+            }
             Ok(len) => {
                 outbuf.set_size(len);
                 self.count(input.len(), len, kid, switched);
