@@ -250,3 +250,24 @@ fn rust_demo_rotates_keys() {
         "{stdout}"
     );
 }
+
+#[test]
+fn private_suite_vectors_regenerate_independently() {
+    // scripts/private-suite-vectors.py computes them with Python's cryptography
+    // (OpenSSL) and a GCM of its own, not with this crate.
+    let scratch = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/private-suite-vectors.py");
+    let output = gst_command("/usr/bin/python3", scratch.path())
+        .arg(script)
+        .output()
+        .unwrap();
+    let generated = check(
+        output,
+        "scripts/private-suite-vectors.py (needs python3-cryptography)",
+    );
+    let committed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sframe-private-suites.json"),
+    )
+    .unwrap();
+    assert_eq!(generated, committed);
+}

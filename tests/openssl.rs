@@ -119,7 +119,11 @@ fn aes_cbc_is_openssl_enc_aes_cbc() {
             ),
             &inputs(),
         );
-        assert_eq!(ours.concat(), [unhex(iv), whole.clone()].concat(), "{cipher} stream");
+        assert_eq!(
+            ours.concat(),
+            [unhex(iv), whole.clone()].concat(),
+            "{cipher} stream"
+        );
 
         // OpenSSL's stream, cut anywhere, decrypts with ours.
         let chunks: Vec<Vec<u8>> = whole.chunks(7).map(<[u8]>::to_vec).collect();
@@ -137,12 +141,44 @@ fn aes_cbc_is_openssl_enc_aes_cbc() {
 /// SFrame modes: (mode, suite id, `openssl kdf` digest, key length, `openssl enc`
 /// CTR cipher, tag length, whether the tag is an HMAC).
 const SFRAME_MODES: [(&str, u16, &str, usize, &str, usize, bool); 7] = [
-    ("aes-128-ctr-hmac-80", 1, "SHA2-256", 48, "aes-128-ctr", 10, true),
-    ("aes-128-ctr-hmac-64", 2, "SHA2-256", 48, "aes-128-ctr", 8, true),
-    ("aes-128-ctr-hmac-32", 3, "SHA2-256", 48, "aes-128-ctr", 4, true),
+    (
+        "aes-128-ctr-hmac-80",
+        1,
+        "SHA2-256",
+        48,
+        "aes-128-ctr",
+        10,
+        true,
+    ),
+    (
+        "aes-128-ctr-hmac-64",
+        2,
+        "SHA2-256",
+        48,
+        "aes-128-ctr",
+        8,
+        true,
+    ),
+    (
+        "aes-128-ctr-hmac-32",
+        3,
+        "SHA2-256",
+        48,
+        "aes-128-ctr",
+        4,
+        true,
+    ),
     ("aes-128-gcm", 4, "SHA2-256", 16, "aes-128-ctr", 16, false),
     ("aes-256-gcm", 5, "SHA2-512", 32, "aes-256-ctr", 16, false),
-    ("aes-192-gcm", 0xF001, "SHA2-256", 24, "aes-192-ctr", 16, false),
+    (
+        "aes-192-gcm",
+        0xF001,
+        "SHA2-256",
+        24,
+        "aes-192-ctr",
+        16,
+        false,
+    ),
     ("sm4-gcm", 0xF002, "SM3", 16, "sm4-ctr", 16, false),
 ];
 
@@ -193,7 +229,14 @@ fn sframe_key_derivation_and_ciphertext_match_openssl() {
         let first_block = if hmac { "00000000" } else { "00000002" };
         let iv = format!("{}{first_block}", hex(&nonce));
         let expected = openssl(
-            &["enc", &format!("-{ctr_cipher}"), "-K", &hex(enc_key), "-iv", &iv],
+            &[
+                "enc",
+                &format!("-{ctr_cipher}"),
+                "-K",
+                &hex(enc_key),
+                "-iv",
+                &iv,
+            ],
             &plaintext,
         );
         let body = &frame[header_len..frame.len() - tag_len];
@@ -210,9 +253,16 @@ fn sframe_key_derivation_and_ciphertext_match_openssl() {
             data.extend(aad);
             data.extend(body);
             let macopt = format!("hexkey:{}", hex(auth_key));
-            let mac = openssl(&["mac", "-digest", "SHA256", "-macopt", &macopt, "HMAC"], &data);
+            let mac = openssl(
+                &["mac", "-digest", "SHA256", "-macopt", &macopt, "HMAC"],
+                &data,
+            );
             let mac = unhex(&String::from_utf8(mac).unwrap());
-            assert_eq!(&frame[frame.len() - tag_len..], &mac[..tag_len], "{mode}: tag");
+            assert_eq!(
+                &frame[frame.len() - tag_len..],
+                &mac[..tag_len],
+                "{mode}: tag"
+            );
         }
     }
 }
