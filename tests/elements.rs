@@ -35,10 +35,11 @@ fn output_is_never_the_plaintext() {
         let map = frame.map_readable().unwrap();
         // KID 1 fits the config byte; the counter takes 7 bytes; 16-byte tag.
         assert_eq!(map.len(), plain.len() + 1 + 7 + 16, "buffer {i}");
-        assert!(
-            !map.windows(plain.len().min(16))
-                .any(|w| w == &plain[..plain.len().min(16)])
-        );
+        // No 16 bytes of the plaintext show in the output (shorter plaintexts
+        // would match random bytes by chance).
+        if plain.len() >= 16 {
+            assert!(!map.windows(16).any(|w| w == &plain[..16]), "buffer {i}");
+        }
     }
 }
 
