@@ -13,6 +13,8 @@ pub mod keyring;
 pub mod keys;
 pub mod mode;
 pub mod sframe;
+#[cfg(test)]
+mod test_util;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     encrypt::register(plugin)?;

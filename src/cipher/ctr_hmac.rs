@@ -101,23 +101,12 @@ impl CtrHmac {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(text: &str) -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::test_util::hex;
 
     /// RFC 9605 `aes_ctr_hmac` vectors: the AEAD alone.
     #[test]
     fn rfc_vectors() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/sframe-rfc9605.json"
-        );
-        let vectors: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let vectors = crate::test_util::vectors("sframe-rfc9605.json");
         let cases = vectors["aes_ctr_hmac"].as_array().unwrap();
         assert_eq!(cases.len(), 3);
         for case in cases {

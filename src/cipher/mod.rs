@@ -169,13 +169,7 @@ fn open_rust_crypto<A: AeadInOut<NonceSize = U12>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(text: &str) -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::test_util::hex;
 
     #[test]
     fn aes_192_gcm_known_answer() {

@@ -5,21 +5,14 @@
 
 use super::*;
 
+use crate::test_util::vectors as load;
+
 fn vectors() -> serde_json::Value {
     load("sframe-rfc9605.json")
 }
 
-fn load(name: &str) -> serde_json::Value {
-    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 fn hex(value: &serde_json::Value) -> Vec<u8> {
-    let text = value.as_str().unwrap();
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
+    crate::test_util::hex(value.as_str().unwrap())
 }
 
 #[test]
