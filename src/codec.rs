@@ -48,6 +48,19 @@ impl Format {
         matches!(self, Format::Sframe(_))
     }
 
+    /// The format's code in a `framing=stream` header (`crate::framing`): the SFrame
+    /// suite's IANA value, or 0xFF01-0xFF04 for SM4-ECB, QQ TEA, AES-128-CBC and
+    /// AES-256-CBC.
+    pub fn stream_code(&self) -> u16 {
+        match self {
+            Format::Sframe(suite) => suite.id(),
+            Format::Sm4Ecb => 0xFF01,
+            Format::QqTea => 0xFF02,
+            Format::AesCbc { key_len: 32, .. } => 0xFF04,
+            Format::AesCbc { .. } => 0xFF03,
+        }
+    }
+
     /// Most bytes one buffer of `input_len` bytes becomes when encrypted.
     pub fn max_encrypted_len(&self, input_len: usize) -> usize {
         match self {

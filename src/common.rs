@@ -11,7 +11,7 @@ use gst_base::subclass::prelude::*;
 use crate::codec::Format;
 use crate::compat::aes_cbc::CbcOptions;
 use crate::keys::{KeyError, KeyText};
-use crate::mode::Mode;
+use crate::mode::{Framing, Mode};
 
 /// Sink and src pads with caps ANY: the caps that come in go out unchanged.
 pub fn pad_templates() -> &'static [gst::PadTemplate] {
@@ -76,6 +76,14 @@ pub fn key_properties(key_blurb: &str, key_file_blurb: &str) -> Vec<glib::ParamS
             .default_value(true)
             .mutable_playing()
             .build(),
+        glib::ParamSpecEnum::builder_with_default("framing", Framing::default())
+            .nick("Framing")
+            .blurb(
+                "buffer: one encrypted buffer per buffer; stream: a byte stream of \
+                 length-prefixed records, for files, TCP and pipes (both ends must agree)",
+            )
+            .mutable_ready()
+            .build(),
         glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
             .nick("Statistics")
             .blurb("Counters of the current or last run (see the README for the fields)")
@@ -128,6 +136,7 @@ pub struct KeySettings {
     pub refused: Option<String>,
     /// `iv`, `serialize-iv`, `per-buffer-padding`.
     pub cbc: CbcOptions,
+    pub framing: Framing,
 }
 
 impl Default for KeySettings {
@@ -140,6 +149,7 @@ impl Default for KeySettings {
             clear_keys_on_stop: true,
             refused: None,
             cbc: CbcOptions::default(),
+            framing: Framing::default(),
         }
     }
 }
@@ -255,6 +265,9 @@ pub trait KeyedElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
                     "key-id {kid} will go with the next key"
                 );
             }
+            "framing" => {
+                self.with_key_settings(|keys| keys.framing = value.get().expect("type checked"))
+            }
             "clear-keys-on-stop" => self.with_key_settings(|keys| {
                 keys.clear_keys_on_stop = value.get().expect("type checked")
             }),
@@ -276,6 +289,7 @@ pub trait KeyedElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
             "key-id" => Some(keys.key_id.to_value()),
             "key-file" => Some(keys.key_file.to_value()),
             "clear-keys-on-stop" => Some(keys.clear_keys_on_stop.to_value()),
+            "framing" => Some(keys.framing.to_value()),
             "iv" | "serialize-iv" | "per-buffer-padding" => Some(keys.cbc_property(name)),
             _ => None,
         })
@@ -304,6 +318,21 @@ pub fn key_signal<T: KeyedElement>(name: &'static str) -> glib::subclass::Signal
             Some(accepted.to_value())
         })
         .build()
+}
+
+/// Answers a SCHEDULING query on the src pad: push mode only. Our output sizes
+/// differ from the input's, so byte ranges pulled through us could not be mapped
+/// onto the input; downstream demuxers then work in push mode.
+pub fn answer_scheduling(direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+    if direction != gst::PadDirection::Src {
+        return false;
+    }
+    let gst::QueryViewMut::Scheduling(scheduling) = query.view_mut() else {
+        return false;
+    };
+    scheduling.set(gst::SchedulingFlags::SEQUENTIAL, 1, -1, 0);
+    scheduling.add_scheduling_modes([gst::PadMode::Push]);
+    true
 }
 
 /// A fresh output buffer of `size` bytes carrying the input's flags, timestamps,

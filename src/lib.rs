@@ -9,6 +9,7 @@ mod common;
 pub mod compat;
 pub mod decrypt;
 pub mod encrypt;
+pub mod framing;
 pub mod keyring;
 pub mod keys;
 pub mod mode;

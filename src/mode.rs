@@ -76,6 +76,26 @@ pub enum Mode {
     Aes256Cbc = 10,
 }
 
+/// How encrypted buffers travel: as buffers, or as records in a byte stream.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstStreamCryptFraming")]
+pub enum Framing {
+    #[default]
+    #[enum_value(
+        name = "One encrypted buffer per buffer: for pipelines that keep buffer boundaries \
+                (containers, RTP, shared memory)",
+        nick = "buffer"
+    )]
+    Buffer = 0,
+    #[enum_value(
+        name = "A byte stream of length-prefixed records behind a short header: for files, \
+                TCP and pipes, which lose buffer boundaries",
+        nick = "stream"
+    )]
+    Stream = 1,
+}
+
 impl Mode {
     pub const ALL: [Mode; 11] = [
         Mode::Aes128Gcm,

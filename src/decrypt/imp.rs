@@ -18,9 +18,10 @@ use gst_base::subclass::prelude::*;
 use super::OnError;
 use crate::codec::{Format, ReadyKey, TrialDecoder};
 use crate::common::{self, KeySettings, KeyedElement};
+use crate::framing::{RecordReader, StreamError};
 use crate::keyring::KeyRing;
 use crate::keys::{KeyError, KeyText, read_key_file};
-use crate::mode::Mode;
+use crate::mode::{Framing, Mode};
 use crate::sframe::{FrameError, MAX_OVERHEAD, ParsedFrame, ReplayWindow};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -223,6 +224,8 @@ pub struct StreamDecrypt {
     state: Mutex<State>,
     /// For formats without a KID: the streaming thread's decoder (the CBC chain).
     trial: Mutex<Option<TrialDecoder>>,
+    /// With `framing=stream`: the records arriving in the byte stream.
+    records: Mutex<Option<RecordReader>>,
 }
 
 impl StreamDecrypt {
@@ -594,6 +597,8 @@ impl BaseTransformImpl for StreamDecrypt {
             })?);
         }
         *self.trial.lock().unwrap() = TrialDecoder::new(&format);
+        *self.records.lock().unwrap() =
+            (keys.framing == Framing::Stream).then(|| RecordReader::new(format.stream_code()));
         let no_keys = state.ring.is_empty();
         gst::info!(
             CAT,
@@ -624,6 +629,7 @@ impl BaseTransformImpl for StreamDecrypt {
         let mut state = self.state.lock().unwrap();
         state.running = None;
         *self.trial.lock().unwrap() = None;
+        *self.records.lock().unwrap() = None;
         for (_, entry) in state.ring.iter_mut() {
             entry.live = None;
         }
@@ -639,8 +645,92 @@ impl BaseTransformImpl for StreamDecrypt {
         if event.type_() == gst::EventType::Eos {
             // A failure has been counted and reported; EOS goes on either way.
             let _ = self.finish_stream();
+            let truncated = match self.records.lock().unwrap().as_ref() {
+                Some(records) => records.finish().err(),
+                None => None,
+            };
+            if let Some(err) = truncated {
+                self.post_stream_error(&err);
+            }
         }
         self.parent_sink_event(event)
+    }
+
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        common::answer_scheduling(direction, query)
+            || BaseTransformImplExt::parent_query(self, direction, query)
+    }
+
+    fn submit_input_buffer(
+        &self,
+        is_discont: bool,
+        inbuf: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut records = self.records.lock().unwrap();
+        let Some(records) = records.as_mut() else {
+            return self.parent_submit_input_buffer(is_discont, inbuf);
+        };
+        // A byte stream needs no caps: files and sockets have none.
+        let map = inbuf.map_readable().map_err(|_| gst::FlowError::Error)?;
+        records.push(&map);
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn generate_output(
+        &self,
+    ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
+        use gst_base::subclass::base_transform::GenerateOutputSuccess;
+        if self.records.lock().unwrap().is_none() {
+            return self.parent_generate_output();
+        }
+        // Records that fail are dropped (or fail the stream) right here, so that
+        // BaseTransform keeps asking for output while complete records remain.
+        loop {
+            let next = {
+                let mut records = self.records.lock().unwrap();
+                let records = records.as_mut().ok_or(gst::FlowError::Flushing)?;
+                records
+                    .next_record()
+                    .map(|record| record.map(<[u8]>::to_vec))
+            };
+            let record = match next {
+                Ok(Some(record)) => record,
+                Ok(None) => return Ok(GenerateOutputSuccess::NoOutput),
+                Err(err) => {
+                    self.post_stream_error(&err);
+                    return Err(gst::FlowError::Error);
+                }
+            };
+            let mut outbuf = gst::Buffer::with_size(self.max_decrypted_len(record.len()))
+                .map_err(|_| gst::FlowError::Error)?;
+            match self.decrypt_buffer(&record, outbuf.get_mut().expect("new buffer"), None)? {
+                gst::FlowSuccess::Ok => return Ok(GenerateOutputSuccess::Buffer(outbuf)),
+                _ => continue,
+            }
+        }
+    }
+
+    fn transform_caps(
+        &self,
+        direction: gst::PadDirection,
+        caps: &gst::Caps,
+        filter: Option<&gst::Caps>,
+    ) -> Option<gst::Caps> {
+        // The stream header that framing=stream announces in the caps is ours:
+        // it does not go on with the decrypted stream.
+        let mut caps = caps.clone();
+        if direction == gst::PadDirection::Sink
+            && self.settings.lock().unwrap().keys.framing == Framing::Stream
+            && !caps.is_any()
+        {
+            for structure in caps.make_mut().iter_mut() {
+                structure.remove_field("streamheader");
+            }
+        }
+        Some(match filter {
+            Some(filter) => filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+            None => caps,
+        })
     }
 
     fn transform_size(
@@ -685,32 +775,11 @@ impl BaseTransformImpl for StreamDecrypt {
         inbuf: &gst::Buffer,
         outbuf: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let format = {
-            let mut state = self.state.lock().unwrap();
-            state.stats.buffers_in += 1;
-            state.stats.bytes_in += inbuf.size() as u64;
-            state
-                .running
-                .as_ref()
-                .ok_or(gst::FlowError::Flushing)?
-                .format
-        };
         let input = inbuf.map_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot read buffer"));
             gst::FlowError::Error
         })?;
-        let decrypted = match format {
-            Format::Sframe(suite) => self.open_sframe(suite, &input, outbuf),
-            _ => self.open_by_trial(&input, outbuf),
-        };
-        match decrypted {
-            Ok((kid, len)) => {
-                outbuf.set_size(len);
-                self.count_output(kid, len, inbuf.pts());
-                Ok(gst::FlowSuccess::Ok)
-            }
-            Err((reason, detail)) => self.reject(reason, detail),
-        }
+        self.decrypt_buffer(&input, outbuf, inbuf.pts())
     }
 }
 
@@ -718,6 +787,51 @@ impl BaseTransformImpl for StreamDecrypt {
 type Rejection = (DropReason, String);
 
 impl StreamDecrypt {
+    /// Decrypts one buffer (or record) into `outbuf`; `Ok(FlowSuccess::Ok)` when
+    /// it did, the dropped flow return when it was dropped.
+    fn decrypt_buffer(
+        &self,
+        input: &[u8],
+        outbuf: &mut gst::BufferRef,
+        pts: Option<gst::ClockTime>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let format = {
+            let mut state = self.state.lock().unwrap();
+            state.stats.buffers_in += 1;
+            state.stats.bytes_in += input.len() as u64;
+            state
+                .running
+                .as_ref()
+                .ok_or(gst::FlowError::Flushing)?
+                .format
+        };
+        let decrypted = match format {
+            Format::Sframe(suite) => self.open_sframe(suite, input, outbuf),
+            _ => self.open_by_trial(input, outbuf),
+        };
+        match decrypted {
+            Ok((kid, len)) => {
+                outbuf.set_size(len);
+                self.count_output(kid, len, pts);
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Err((reason, detail)) => self.reject(reason, detail),
+        }
+    }
+
+    /// A `framing=stream` input that cannot be read on: always fatal.
+    fn post_stream_error(&self, err: &StreamError) {
+        let kind = match err {
+            StreamError::NotOurs { .. }
+            | StreamError::Version(_)
+            | StreamError::OtherFormat { .. } => gst::StreamError::WrongType,
+            StreamError::BadLength { .. } | StreamError::Truncated { .. } => {
+                gst::StreamError::Format
+            }
+        };
+        gst::element_imp_error!(self, kind, ("{err}"));
+    }
+
     /// Output buffer size for an input of `size` bytes: SFrame and per-buffer
     /// formats never grow; aesdec's unpadded stream may release held-back bytes.
     fn max_decrypted_len(&self, size: usize) -> usize {

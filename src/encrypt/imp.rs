@@ -14,7 +14,9 @@ use gst_base::subclass::prelude::*;
 
 use crate::codec::{Encoder, EncryptError, Format, ReadyKey};
 use crate::common::{self, KeySettings, KeyedElement};
+use crate::framing;
 use crate::keys::{KeyError, KeyText, read_key_file};
+use crate::mode::Framing;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -37,6 +39,7 @@ struct Settings {
 struct Pending {
     /// The running format, to make keys set while playing ready at once.
     format: Option<Format>,
+    framing: Framing,
     /// A key set while playing, taken into use at the next buffer (or keyframe).
     key: Option<Arc<ReadyKey>>,
     rotate_on_keyframe: bool,
@@ -46,6 +49,38 @@ struct Pending {
 struct Stream {
     key: Arc<ReadyKey>,
     encoder: Encoder,
+    /// With `framing=stream`: the stream header, still to be sent before the first
+    /// record.
+    header: Option<[u8; framing::HEADER_LEN]>,
+    /// Whether a buffer has gone out (a byte stream can then no longer seek).
+    started: bool,
+}
+
+/// Bytes in front of the ciphertext in an output buffer.
+fn prefix_len(framing: Framing) -> usize {
+    match framing {
+        Framing::Buffer => 0,
+        Framing::Stream => framing::LENGTH_LEN,
+    }
+}
+
+/// Writes the record length for `len` bytes of ciphertext into `out`.
+fn write_prefix(framing: Framing, len: usize, out: &mut [u8]) {
+    if framing == Framing::Stream {
+        out[..framing::LENGTH_LEN].copy_from_slice(&framing::length_prefix(len));
+    }
+}
+
+/// The stream header as a buffer of its own, flagged HEADER, as it also goes in the
+/// caps' `streamheader`: multi-client sinks (`tcpserversink`) send it to every
+/// client that connects, and only to them.
+fn header_buffer(header: &[u8; framing::HEADER_LEN]) -> gst::Buffer {
+    let mut buffer = gst::Buffer::from_slice(*header);
+    buffer
+        .get_mut()
+        .expect("new buffer")
+        .set_flags(gst::BufferFlags::HEADER);
+    buffer
 }
 
 #[derive(Debug, Default, Clone)]
@@ -151,6 +186,48 @@ impl StreamEncrypt {
         Ok(ReadyKey::new(format, kid, &key))
     }
 
+    /// With `framing=stream`, pushes the stream header if it has not gone out yet.
+    fn push_header(&self) -> Result<(), gst::FlowError> {
+        let header = self
+            .stream
+            .lock()
+            .unwrap()
+            .as_mut()
+            .and_then(|s| s.header.take());
+        if let Some(header) = header {
+            self.stats.lock().unwrap().bytes_out += header.len() as u64;
+            self.obj().src_pad().push(header_buffer(&header))?;
+        }
+        Ok(())
+    }
+
+    /// A byte stream of records is written once, in order: a muxer that goes back to
+    /// rewrite its headers would overwrite records downstream.
+    fn check_byte_segment(&self, segment: &gst::Segment) -> Result<(), String> {
+        let framing = self.pending.lock().unwrap().framing;
+        let started = self
+            .stream
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|s| s.started);
+        if framing == Framing::Stream && started {
+            let to = segment.start().value();
+            return Err(format!(
+                "framing=stream needs its input written once, in order, but upstream went \
+                 back to rewrite byte {to}: make it write a streamable output (for example \
+                 matroskamux streamable=true, or mp4mux fragment-duration=...)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Output buffer size for `size` bytes in: the ciphertext, and with
+    /// `framing=stream` the stream header and a record's length.
+    fn max_output_len(format: &Format, size: usize) -> usize {
+        format.max_encrypted_len(size) + framing::HEADER_LEN + framing::LENGTH_LEN
+    }
+
     fn post_encrypt_error(&self, kid: u64, err: EncryptError) {
         match err {
             EncryptError::Exhausted { limit } => gst::element_imp_error!(
@@ -187,11 +264,15 @@ impl StreamEncrypt {
             stream.encoder.finish(&key)
         };
         if let Some(last) = last {
-            let len = last.len();
-            self.stats.lock().unwrap().bytes_out += len as u64;
+            let framing = self.pending.lock().unwrap().framing;
+            self.push_header()?;
+            let mut out = vec![0u8; prefix_len(framing)];
+            write_prefix(framing, last.len(), &mut out);
+            out.extend(last);
+            self.stats.lock().unwrap().bytes_out += out.len() as u64;
             self.obj()
                 .src_pad()
-                .push(gst::Buffer::from_mut_slice(last))?;
+                .push(gst::Buffer::from_mut_slice(out))?;
         }
         Ok(())
     }
@@ -353,14 +434,19 @@ impl BaseTransformImpl for StreamEncrypt {
             kid: Some(key.kid()),
             ..Stats::default()
         };
+        let framing = settings.keys.framing;
         *self.pending.lock().unwrap() = Pending {
             format: Some(format),
+            framing,
             key: None,
             rotate_on_keyframe: settings.rotate_on_keyframe,
         };
         *self.stream.lock().unwrap() = Some(Stream {
             encoder: Encoder::new(&format, &key),
             key,
+            header: (framing == Framing::Stream)
+                .then(|| framing::stream_header(format.stream_code())),
+            started: false,
         });
         Ok(())
     }
@@ -377,10 +463,68 @@ impl BaseTransformImpl for StreamEncrypt {
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
-        if event.type_() == gst::EventType::Eos && self.finish_stream().is_err() {
-            gst::warning!(CAT, imp = self, "could not push the final block");
+        match event.view() {
+            gst::EventView::Eos(_) if self.finish_stream().is_err() => {
+                gst::warning!(CAT, imp = self, "could not push the final block");
+            }
+            gst::EventView::Segment(segment)
+                if segment.segment().format() == gst::Format::Bytes =>
+            {
+                if let Err(err) = self.check_byte_segment(segment.segment()) {
+                    gst::element_imp_error!(self, gst::StreamError::NotImplemented, ("{err}"));
+                    return false;
+                }
+            }
+            _ => {}
         }
         self.parent_sink_event(event)
+    }
+
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        if common::answer_scheduling(direction, query) {
+            return true;
+        }
+        // A byte stream of records cannot be rewritten in place: tell upstream
+        // muxers so, and they write a streamable output instead of seeking back.
+        if direction == gst::PadDirection::Sink
+            && self.pending.lock().unwrap().framing == Framing::Stream
+            && let gst::QueryViewMut::Seeking(seeking) = query.view_mut()
+            && seeking.format() == gst::Format::Bytes
+        {
+            seeking.set(false, gst::format::Bytes::ZERO, gst::format::Bytes::NONE);
+            return true;
+        }
+        BaseTransformImplExt::parent_query(self, direction, query)
+    }
+
+    fn transform_caps(
+        &self,
+        direction: gst::PadDirection,
+        caps: &gst::Caps,
+        filter: Option<&gst::Caps>,
+    ) -> Option<gst::Caps> {
+        let settings = self.settings.lock().unwrap();
+        let header = (settings.keys.framing == Framing::Stream)
+            .then(|| framing::stream_header(settings.keys.format().stream_code()));
+        drop(settings);
+        let mut caps = caps.clone();
+        if let Some(header) = header
+            && !caps.is_any()
+        {
+            let caps = caps.make_mut();
+            for structure in caps.iter_mut() {
+                if direction == gst::PadDirection::Sink {
+                    let headers = gst::Array::new([header_buffer(&header).to_send_value()]);
+                    structure.set("streamheader", headers);
+                } else {
+                    structure.remove_field("streamheader");
+                }
+            }
+        }
+        Some(match filter {
+            Some(filter) => filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+            None => caps,
+        })
     }
 
     fn transform_size(
@@ -392,7 +536,7 @@ impl BaseTransformImpl for StreamEncrypt {
     ) -> Option<usize> {
         let format = self.pending.lock().unwrap().format?;
         match direction {
-            gst::PadDirection::Sink => Some(format.max_encrypted_len(size)),
+            gst::PadDirection::Sink => Some(Self::max_output_len(&format, size)),
             _ => Some(size),
         }
     }
@@ -411,7 +555,7 @@ impl BaseTransformImpl for StreamEncrypt {
             .unwrap()
             .format
             .ok_or(gst::FlowError::Flushing)?;
-        common::output_buffer(self, inbuf, format.max_encrypted_len(size))
+        common::output_buffer(self, inbuf, Self::max_output_len(&format, size))
     }
 
     fn transform_meta<'a>(
@@ -432,20 +576,22 @@ impl BaseTransformImpl for StreamEncrypt {
         inbuf: &gst::Buffer,
         outbuf: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let next_key = {
+        let (next_key, framing) = {
             let mut pending = self.pending.lock().unwrap();
             let keyframe = !inbuf.flags().contains(gst::BufferFlags::DELTA_UNIT);
-            if keyframe || !pending.rotate_on_keyframe {
+            let next_key = if keyframe || !pending.rotate_on_keyframe {
                 pending.key.take()
             } else {
                 None
-            }
+            };
+            (next_key, pending.framing)
         };
 
         let input = inbuf.map_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot read buffer"));
             gst::FlowError::Error
         })?;
+        self.push_header()?;
         // The streaming thread's own state: held across the cipher, but no other
         // thread waits on it while buffers flow.
         let (result, kid) = {
@@ -463,7 +609,19 @@ impl BaseTransformImpl for StreamEncrypt {
                 stream.key = next_key.clone();
             }
             let mut output = outbuf.map_writable().map_err(|_| gst::FlowError::Error)?;
-            let result = stream.encoder.encrypt(&stream.key, &input, &mut output);
+            let prefix = prefix_len(framing);
+            stream.started = true;
+            let result = stream
+                .encoder
+                .encrypt(&stream.key, &input, &mut output[prefix..])
+                .map(|len| {
+                    // No ciphertext, no record.
+                    if len == 0 {
+                        return 0;
+                    }
+                    write_prefix(framing, len, &mut output);
+                    len + prefix
+                });
             (result, stream.key.kid())
         };
         let switched = next_key.is_some();
@@ -471,7 +629,7 @@ impl BaseTransformImpl for StreamEncrypt {
             Ok(0) => {
                 // Only aesenc's unpadded stream completes no block some buffers: send
                 // nothing rather than an empty buffer (aesdec aborts on an empty
-                // first buffer when the IV is serialized).
+                // first buffer when the IV is serialized) or an empty record.
                 self.count(input.len(), 0, kid, switched);
                 Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED)
             }
