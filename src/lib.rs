@@ -10,6 +10,8 @@ pub mod compat;
 pub mod decrypt;
 pub mod encrypt;
 pub mod framing;
+pub mod hls;
+pub mod hlssink;
 pub mod keyring;
 pub mod keys;
 pub mod mode;
@@ -20,6 +22,7 @@ mod test_util;
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     encrypt::register(plugin)?;
     decrypt::register(plugin)?;
+    hlssink::register(plugin)?;
     Ok(())
 }
 

@@ -128,7 +128,25 @@ fn a_new_process_with_the_same_key_never_reuses_a_counter() {
 #[test]
 fn gst_inspect_documents_every_property_and_signal() {
     let scratch = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[&str]); 2] = [
+    let cases: [(&str, &[&str]); 3] = [
+        (
+            "streamcrypthlssink",
+            &[
+                "location",
+                "playlist-location",
+                "playlist-root",
+                "target-duration",
+                "playlist-length",
+                "max-files",
+                "key-location",
+                "key-uri",
+                "key-rotation",
+                "key ",
+                "send-keyframe-requests",
+                "video",
+                "audio",
+            ],
+        ),
         (
             "streamencrypt",
             &[
