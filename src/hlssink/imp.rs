@@ -330,6 +330,11 @@ impl ObjectImpl for StreamCryptHlsSink {
         let obj = self.obj();
         obj.add(&self.splitmuxsink).expect("a fresh bin");
         obj.set_element_flags(gst::ElementFlags::SINK);
+        // Segments go to disk, not to a clock: nothing to preroll for. Keeping
+        // splitmuxsink's asynchronous state changes (it restarts its sink for
+        // every segment) inside this bin spares the pipeline from racing with
+        // them; without this, an EOS racing a late ASYNC_DONE could go unposted.
+        obj.set_property("async-handling", true);
         let weak = obj.downgrade();
         self.splitmuxsink
             .connect("format-location", false, move |_args| {
