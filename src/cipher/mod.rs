@@ -2,12 +2,15 @@
 //! The AEAD ciphers behind the SFrame suites, with one in-place interface.
 //!
 //! AES-128/256-GCM run on `ring`, whose assembly (AES-NI/VAES, PCLMUL, NEON, chosen
-//! at run time) is several times faster than portable code. AES-192-GCM and
-//! SM4-GCM, which `ring` lacks, and AES-CTR-HMAC come from RustCrypto. Key
+//! at run time) is several times faster than portable code. AES-192-GCM, which
+//! `ring` lacks, and AES-CTR-HMAC come from RustCrypto; SM4-GCM is our own
+//! `Sm4Gcm`, CTR and GHASH around the AES-NI SM4 of `sm4_fast`. Key
 //! schedules are built once per key, when the `Aead` is made, never per buffer, and
 //! wiped when it is dropped.
 
 mod ctr_hmac;
+pub mod sm4_fast;
+pub mod sm4_gcm;
 mod wiped;
 
 use aes::Aes192;
@@ -15,9 +18,9 @@ use aes::cipher::consts::U12;
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{AesGcm, KeyInit};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use sm4::Sm4;
 
 pub use ctr_hmac::CtrHmac;
+pub use sm4_gcm::Sm4Gcm;
 use wiped::Wiped;
 
 pub const NONCE_LEN: usize = 12;
@@ -47,8 +50,8 @@ pub enum Aead {
     RingGcm(Wiped<LessSafeKey>),
     /// AES-192-GCM (RustCrypto; wiped on drop).
     Aes192Gcm(Box<AesGcm<Aes192, U12>>),
-    /// SM4-GCM (RustCrypto; wiped on drop).
-    Sm4Gcm(Box<AesGcm<Sm4, U12>>),
+    /// SM4-GCM (`sm4_gcm`; wiped on drop).
+    Sm4Gcm(Box<Sm4Gcm>),
     /// AES-128-CTR with truncated HMAC-SHA256 (RFC 9605 suites 1-3).
     CtrHmac(Box<CtrHmac>),
 }
@@ -73,7 +76,7 @@ impl Aead {
                 Aead::Aes192Gcm(Box::new(AesGcm::new_from_slice(key).expect("24 bytes")))
             }
             (GcmCipher::Sm4, 16) => {
-                Aead::Sm4Gcm(Box::new(AesGcm::new_from_slice(key).expect("16 bytes")))
+                Aead::Sm4Gcm(Box::new(Sm4Gcm::new(key.try_into().expect("16 bytes"))))
             }
             (cipher, n) => panic!("{cipher:?}-GCM key of {n} bytes"),
         }
@@ -110,7 +113,7 @@ impl Aead {
                 tag.copy_from_slice(computed.as_ref());
             }
             Aead::Aes192Gcm(key) => seal_rust_crypto(&**key, nonce, aad, in_out, tag)?,
-            Aead::Sm4Gcm(key) => seal_rust_crypto(&**key, nonce, aad, in_out, tag)?,
+            Aead::Sm4Gcm(key) => tag.copy_from_slice(&key.seal_in_place(nonce, aad, in_out)?),
             Aead::CtrHmac(key) => key.seal_in_place(nonce, aad, in_out, tag)?,
         }
         Ok(())
@@ -133,7 +136,12 @@ impl Aead {
                 .map(|plaintext| plaintext.len())
                 .map_err(|_| CipherError::Authentication),
             Aead::Aes192Gcm(key) => open_rust_crypto(&**key, nonce, aad, in_out),
-            Aead::Sm4Gcm(key) => open_rust_crypto(&**key, nonce, aad, in_out),
+            Aead::Sm4Gcm(key) => {
+                let (ct, tag) = in_out.split_at_mut(in_out.len() - GCM_TAG_LEN);
+                let tag = (&*tag).try_into().expect("16-byte tag");
+                key.open_in_place(nonce, aad, ct, tag)?;
+                Ok(ct.len())
+            }
             Aead::CtrHmac(key) => key.open_in_place(nonce, aad, in_out),
         }
     }
