@@ -8,7 +8,7 @@ use crate::compat::qq_tea::{self, QqTea};
 use crate::compat::sm4_ecb::{self, Sm4Ecb};
 use crate::compat::{Invalid, first_valid, pick_by_padding};
 use crate::keys::{KeyError, KeyText, SecretKey};
-use crate::sframe::{CipherSuite, FrameError, MAX_OVERHEAD, SendCounter, SframeKey};
+use crate::sframe::{CipherSuite, FrameError, MAX_OVERHEAD, SealedParts, SendCounter, SframeKey};
 
 /// How buffers are turned into ciphertext and back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +196,26 @@ impl Encoder {
                 Ok(stream.encrypt(key, input, out))
             }
             _ => unreachable!("key made for another format"),
+        }
+    }
+
+    /// Encrypts `payload` where it lies, for the formats that can (SFrame):
+    /// returns what goes before and after it. `None`: use `encrypt`.
+    pub fn encrypt_in_place(
+        &mut self,
+        key: &ReadyKey,
+        payload: &mut [u8],
+    ) -> Result<Option<SealedParts>, EncryptError> {
+        match (self, &key.cipher) {
+            (Encoder::Sframe(counter), KeyCipher::Sframe(key)) => {
+                let ctr = counter
+                    .next_counter()
+                    .map_err(|e| EncryptError::Exhausted { limit: e.limit })?;
+                key.encrypt_in_place(ctr, payload)
+                    .map(Some)
+                    .map_err(EncryptError::Frame)
+            }
+            _ => Ok(None),
         }
     }
 

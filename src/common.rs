@@ -335,21 +335,54 @@ pub fn answer_scheduling(direction: gst::PadDirection, query: &mut gst::QueryRef
     true
 }
 
-/// A fresh output buffer of `size` bytes carrying the input's flags, timestamps,
-/// offsets and metas. Our output size varies per buffer, so we never take buffers
-/// from a downstream pool, whose buffers have one fixed size.
-pub fn output_buffer<T: BaseTransformImpl>(
+/// Runs `read` on `buffer`'s bytes: on its only memory, when it has one, which
+/// costs less than mapping the whole buffer.
+pub fn with_readable<R>(
+    buffer: &gst::BufferRef,
+    read: impl FnOnce(&[u8]) -> R,
+) -> Result<R, gst::FlowError> {
+    if buffer.n_memory() == 1 {
+        let map = buffer
+            .peek_memory(0)
+            .map_readable()
+            .map_err(|_| gst::FlowError::Error)?;
+        Ok(read(&map))
+    } else {
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        Ok(read(&map))
+    }
+}
+
+/// BaseTransform's `generate_output` for an element transforming in place: the
+/// queued buffer, made writable (copied only if it is shared), goes straight to
+/// `transform_ip`, without BaseTransform's per-buffer round trip through
+/// `prepare_output_buffer` and back (a fifth of the element's own cost on small
+/// buffers).
+pub fn generate_in_place<T>(
     imp: &T,
-    inbuf: gst_base::subclass::base_transform::InputBuffer,
-    size: usize,
-) -> Result<gst_base::subclass::base_transform::PrepareOutputBufferSuccess, gst::FlowError> {
-    use gst_base::subclass::base_transform::{InputBuffer, PrepareOutputBufferSuccess};
-    let inbuf: &gst::BufferRef = match inbuf {
-        InputBuffer::Readable(buf) => buf,
-        InputBuffer::Writable(buf) => buf,
+) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError>
+where
+    T: BaseTransformImpl,
+    <T as ObjectSubclass>::ParentType: IsA<gst_base::BaseTransform>,
+{
+    use gst_base::subclass::base_transform::GenerateOutputSuccess;
+    let Some(mut buffer) = imp.take_queued_buffer() else {
+        return Ok(GenerateOutputSuccess::NoOutput);
     };
-    let mut outbuf = gst::Buffer::with_size(size).map_err(|_| gst::FlowError::Error)?;
-    imp.copy_metadata(inbuf, outbuf.get_mut().expect("new buffer is writable"))
-        .map_err(|_| gst::FlowError::Error)?;
-    Ok(PrepareOutputBufferSuccess::Buffer(outbuf))
+    Ok(match imp.transform_ip(buffer.make_mut())? {
+        gst_base::BASE_TRANSFORM_FLOW_DROPPED => GenerateOutputSuccess::Dropped,
+        _ => GenerateOutputSuccess::Buffer(buffer),
+    })
+}
+
+/// Keeps the output in plain system memory, allocated per buffer by BaseTransform
+/// at the size `transform_size` gives: our output size varies per buffer, so a
+/// downstream pool (buffers of one fixed size) or special allocator does not fit.
+pub fn system_memory_allocation(query: &mut gst::query::Allocation) {
+    while query.allocation_pools().len() > 0 {
+        query.remove_nth_allocation_pool(0);
+    }
+    while query.allocation_params().len() > 0 {
+        query.remove_nth_allocation_param(0);
+    }
 }

@@ -5,6 +5,7 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,6 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
-use gst_base::subclass::base_transform::{InputBuffer, PrepareOutputBufferSuccess};
 use gst_base::subclass::prelude::*;
 
 use super::OnError;
@@ -220,6 +220,9 @@ impl State {
 
 #[derive(Default)]
 pub struct StreamDecrypt {
+    /// Whether buffers are transformed in place, read once per buffer without
+    /// BaseTransform's object lock.
+    in_place: AtomicBool,
     settings: Mutex<Settings>,
     state: Mutex<State>,
     /// For formats without a KID: the streaming thread's decoder (the CBC chain).
@@ -554,8 +557,9 @@ impl ElementImpl for StreamDecrypt {
 }
 
 impl BaseTransformImpl for StreamDecrypt {
-    const MODE: gst_base::subclass::BaseTransformMode =
-        gst_base::subclass::BaseTransformMode::NeverInPlace;
+    // In place for SFrame (the plaintext is trimmed out of the buffer where it
+    // lies), into a new buffer for the formats without KID.
+    const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::Both;
     // Caps are ANY on both sides, hence always the same: passthrough would let
     // ciphertext through as if it were media.
     const PASSTHROUGH_ON_SAME_CAPS: bool = false;
@@ -597,6 +601,9 @@ impl BaseTransformImpl for StreamDecrypt {
             })?);
         }
         *self.trial.lock().unwrap() = TrialDecoder::new(&format);
+        let in_place = format.carries_kid() && keys.framing == Framing::Buffer;
+        self.obj().set_in_place(in_place);
+        self.in_place.store(in_place, Ordering::Relaxed);
         *self.records.lock().unwrap() =
             (keys.framing == Framing::Stream).then(|| RecordReader::new(format.stream_code()));
         let no_keys = state.ring.is_empty();
@@ -666,6 +673,10 @@ impl BaseTransformImpl for StreamDecrypt {
         is_discont: bool,
         inbuf: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if self.in_place.load(Ordering::Relaxed) {
+            // SFrames, one per buffer: no records to collect.
+            return self.parent_submit_input_buffer(is_discont, inbuf);
+        }
         let mut records = self.records.lock().unwrap();
         let Some(records) = records.as_mut() else {
             return self.parent_submit_input_buffer(is_discont, inbuf);
@@ -680,6 +691,9 @@ impl BaseTransformImpl for StreamDecrypt {
         &self,
     ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
         use gst_base::subclass::base_transform::GenerateOutputSuccess;
+        if self.in_place.load(Ordering::Relaxed) {
+            return common::generate_in_place(self);
+        }
         if self.records.lock().unwrap().is_none() {
             return self.parent_generate_output();
         }
@@ -746,15 +760,26 @@ impl BaseTransformImpl for StreamDecrypt {
         }
     }
 
-    fn prepare_output_buffer(
+    fn decide_allocation(
         &self,
-        inbuf: InputBuffer,
-    ) -> Result<PrepareOutputBufferSuccess, gst::FlowError> {
-        let size = match &inbuf {
-            InputBuffer::Readable(buf) => buf.size(),
-            InputBuffer::Writable(buf) => buf.size(),
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        common::system_memory_allocation(query);
+        self.parent_decide_allocation(query)
+    }
+
+    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let Format::Sframe(suite) = self.count_input(buf.size())? else {
+            unreachable!("in place for SFrame only");
         };
-        common::output_buffer(self, inbuf, self.max_decrypted_len(size))
+        let pts = buf.pts();
+        match self.open_sframe_in_place(suite, buf) {
+            Ok((kid, len)) => {
+                self.count_output(kid, len, pts);
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Err((reason, detail)) => self.reject(reason, detail),
+        }
     }
 
     fn transform_meta<'a>(
@@ -795,17 +820,7 @@ impl StreamDecrypt {
         outbuf: &mut gst::BufferRef,
         pts: Option<gst::ClockTime>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let format = {
-            let mut state = self.state.lock().unwrap();
-            state.stats.buffers_in += 1;
-            state.stats.bytes_in += input.len() as u64;
-            state
-                .running
-                .as_ref()
-                .ok_or(gst::FlowError::Flushing)?
-                .format
-        };
-        let decrypted = match format {
+        let decrypted = match self.count_input(input.len())? {
             Format::Sframe(suite) => self.open_sframe(suite, input, outbuf),
             _ => self.open_by_trial(input, outbuf),
         };
@@ -817,6 +832,18 @@ impl StreamDecrypt {
             }
             Err((reason, detail)) => self.reject(reason, detail),
         }
+    }
+
+    /// Counts a buffer in; returns the running format.
+    fn count_input(&self, len: usize) -> Result<Format, gst::FlowError> {
+        let mut state = self.state.lock().unwrap();
+        state.stats.buffers_in += 1;
+        state.stats.bytes_in += len as u64;
+        Ok(state
+            .running
+            .as_ref()
+            .ok_or(gst::FlowError::Flushing)?
+            .format)
     }
 
     /// A `framing=stream` input that cannot be read on: always fatal.
@@ -850,8 +877,66 @@ impl StreamDecrypt {
         input: &[u8],
         outbuf: &mut gst::BufferRef,
     ) -> Result<(u64, usize), Rejection> {
-        let frame = match ParsedFrame::parse(input) {
-            Ok(frame) if frame.plaintext_len(suite).is_some() => frame,
+        let (key, header) = self.sframe_key_for(suite, input)?;
+        let frame = ParsedFrame::parse(input).expect("checked by sframe_key_for");
+        let decrypted = match outbuf.map_writable() {
+            Ok(mut output) => {
+                key.key
+                    .sframe()
+                    .expect("SFrame key")
+                    .decrypt_into(&frame, &[], &mut output)
+            }
+            Err(_) => return Err((DropReason::Malformed, "cannot map output".into())),
+        };
+        self.sframe_opened(&key, header, decrypted)
+    }
+
+    /// Decrypts the SFrame in `buffer` where it lies and trims the buffer to the
+    /// plaintext: no allocation, no copy.
+    fn open_sframe_in_place(
+        &self,
+        suite: crate::sframe::CipherSuite,
+        buffer: &mut gst::BufferRef,
+    ) -> Result<(u64, usize), Rejection> {
+        let open = |data: &mut [u8]| {
+            let (key, header) = self.sframe_key_for(suite, data)?;
+            let sframe = key.key.sframe().expect("SFrame key");
+            self.sframe_opened(&key, header, sframe.decrypt_in_place(data))
+        };
+        let cannot_map = |_| (DropReason::Malformed, "cannot map buffer".to_string());
+        // Its only memory, mapped and trimmed directly when it can be written
+        // (demuxers hand out read-only memory): cheaper than through the buffer.
+        if buffer.n_memory() == 1
+            && let Ok(memory) = buffer.peek_memory_mut(0)
+        {
+            let opened = match memory.map_writable() {
+                Ok(mut map) => Some(open(&mut map)),
+                Err(_) => None,
+            };
+            if let Some(opened) = opened {
+                let (kid, range) = opened?;
+                let len = range.len();
+                memory.resize(range);
+                return Ok((kid, len));
+            }
+        }
+        let (kid, range) = open(&mut buffer.map_writable().map_err(cannot_map)?)?;
+        let len = range.len();
+        buffer
+            .resize(range)
+            .map_err(|_| (DropReason::Malformed, "cannot trim buffer".to_string()))?;
+        Ok((kid, len))
+    }
+
+    /// Before decrypting an SFrame: its header, the key its KID names (asking the
+    /// application for an unknown one), and the replay check.
+    fn sframe_key_for(
+        &self,
+        suite: crate::sframe::CipherSuite,
+        input: &[u8],
+    ) -> Result<(Arc<LiveKey>, crate::sframe::Header), Rejection> {
+        let header = match ParsedFrame::parse(input) {
+            Ok(frame) if frame.plaintext_len(suite).is_some() => frame.header,
             Ok(_) => {
                 return Err((
                     DropReason::Malformed,
@@ -863,9 +948,7 @@ impl StreamDecrypt {
             }
             Err(e) => return Err((DropReason::Malformed, e.to_string())),
         };
-        let kid = frame.header.kid;
-        let ctr = frame.header.ctr;
-
+        let (kid, ctr) = (header.kid, header.ctr);
         let live = self.state.lock().unwrap().live_key(kid);
         let Some(key) = live.or_else(|| self.request_key(kid)) else {
             return Err((DropReason::NoKey, format!("no key for KID {kid}")));
@@ -876,16 +959,22 @@ impl StreamDecrypt {
                 format!("KID {kid} counter {ctr}: {replay:?}"),
             ));
         }
-        let sframe = key.key.sframe().expect("SFrame mode, SFrame keys");
-        let decrypted = match outbuf.map_writable() {
-            Ok(mut output) => sframe.decrypt_into(&frame, &[], &mut output),
-            Err(_) => return Err((DropReason::Malformed, "cannot map output".into())),
-        };
+        Ok((key, header))
+    }
+
+    /// After decrypting an SFrame: record its counter if it authenticated.
+    fn sframe_opened<T>(
+        &self,
+        key: &LiveKey,
+        header: crate::sframe::Header,
+        decrypted: Result<T, FrameError>,
+    ) -> Result<(u64, T), Rejection> {
+        let kid = header.kid;
         match decrypted {
-            Ok(len) => {
+            Ok(plaintext) => {
                 // Only an authenticated counter may move the replay window.
-                key.replay.lock().unwrap().record(ctr);
-                Ok((kid, len))
+                key.replay.lock().unwrap().record(header.ctr);
+                Ok((kid, plaintext))
             }
             Err(FrameError::Authentication) => Err((
                 DropReason::Authentication,

@@ -245,6 +245,68 @@ impl SframeKey {
         let aad = with_metadata(frame.header_bytes, metadata);
         Ok(self.aead.open_in_place(&nonce, &aad, in_out)?)
     }
+
+    /// Encrypts `payload` in place; returns the header to put in front of it and
+    /// the tag to put after it. For buffers that can be changed where they are:
+    /// no copy of the payload.
+    pub fn encrypt_in_place(
+        &self,
+        ctr: u64,
+        payload: &mut [u8],
+    ) -> Result<SealedParts, FrameError> {
+        let mut parts = SealedParts {
+            header: [0; MAX_HEADER_LEN],
+            header_len: 0,
+            tag: [0; MAX_TAG_LEN],
+            tag_len: self.suite.tag_len(),
+        };
+        parts.header_len = Header { kid: self.kid, ctr }.encode(&mut parts.header);
+        self.aead.seal_in_place(
+            &self.nonce(ctr),
+            &parts.header[..parts.header_len],
+            payload,
+            &mut parts.tag[..parts.tag_len],
+        )?;
+        Ok(parts)
+    }
+
+    /// Authenticates and decrypts a whole SFrame where it lies (it must carry this
+    /// key's KID); returns where the plaintext is in `frame`.
+    pub fn decrypt_in_place(&self, frame: &mut [u8]) -> Result<std::ops::Range<usize>, FrameError> {
+        let (header, header_len) = Header::decode(frame).map_err(FrameError::Malformed)?;
+        debug_assert_eq!(header.kid, self.kid);
+        let min = header_len + self.suite.tag_len();
+        if frame.len() < min {
+            return Err(FrameError::TooShort {
+                len: frame.len(),
+                min,
+            });
+        }
+        let (header_bytes, in_out) = frame.split_at_mut(header_len);
+        let len = self
+            .aead
+            .open_in_place(&self.nonce(header.ctr), header_bytes, in_out)?;
+        Ok(header_len..header_len + len)
+    }
+}
+
+/// What `SframeKey::encrypt_in_place` adds around the payload.
+#[derive(Debug, Clone, Copy)]
+pub struct SealedParts {
+    header: [u8; MAX_HEADER_LEN],
+    header_len: usize,
+    tag: [u8; MAX_TAG_LEN],
+    tag_len: usize,
+}
+
+impl SealedParts {
+    pub fn header(&self) -> &[u8] {
+        &self.header[..self.header_len]
+    }
+
+    pub fn tag(&self) -> &[u8] {
+        &self.tag[..self.tag_len]
+    }
 }
 
 #[cfg(test)]

@@ -160,3 +160,29 @@ fn kid_and_key_both_enter_the_fingerprint() {
     assert_ne!(a.fingerprint(), c.fingerprint());
     assert_eq!(a.fingerprint(), a2.fingerprint());
 }
+
+#[test]
+fn in_place_matches_the_copying_path() {
+    for suite in CipherSuite::ALL {
+        let key = SframeKey::derive(suite, 300, &[9; 16]);
+        for len in [0, 1, 15, 16, 17, 1000] {
+            let plaintext: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let copied = sealed(&key, 77, &plaintext);
+            let mut payload = plaintext.clone();
+            let parts = key.encrypt_in_place(77, &mut payload).unwrap();
+            let in_place = [parts.header(), &payload, parts.tag()].concat();
+            assert_eq!(in_place, copied, "{suite:?}, {len} bytes");
+
+            let mut frame = in_place.clone();
+            let range = key.decrypt_in_place(&mut frame).unwrap();
+            assert_eq!(&frame[range], &plaintext[..]);
+            let mut altered = in_place.clone();
+            *altered.last_mut().unwrap() ^= 1;
+            assert_eq!(
+                key.decrypt_in_place(&mut altered),
+                Err(FrameError::Authentication)
+            );
+            assert!(key.decrypt_in_place(&mut in_place.clone()[..5]).is_err());
+        }
+    }
+}

@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: MPL-2.0
+//! How the elements treat the buffers they are given: SFrames are encrypted and
+//! decrypted where they lie when the buffer is theirs to change, and never when
+//! someone else still holds it or its memory is read-only; buffers of several
+//! memories and payloads of every size around the in-place threshold come out
+//! right.
+
+mod common;
+
+use common::*;
+
+/// Sizes around the point (4 KiB) where the encrypter switches from one new
+/// memory to encrypting in place with header and tag as memories of their own.
+const SIZES: [usize; 8] = [0, 1, 188, 1200, 4095, 4096, 4097, 300_000];
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
+        .collect()
+}
+
+fn contents(buffer: &gst::BufferRef) -> Vec<u8> {
+    buffer.map_readable().unwrap().to_vec()
+}
+
+/// `data` cut into memories of at most `piece` bytes.
+fn in_pieces(data: &[u8], piece: usize) -> gst::Buffer {
+    let mut buffer = gst::Buffer::new();
+    for chunk in data.chunks(piece.max(1)) {
+        buffer
+            .get_mut()
+            .unwrap()
+            .append_memory(gst::Memory::from_mut_slice(chunk.to_vec()));
+    }
+    buffer
+}
+
+/// `frame` opened by the independent `sframe` crate with KEY_A under KID 5.
+fn decrypt_with_sframe_crate(frame: &[u8]) -> Vec<u8> {
+    use sframe::CipherSuite;
+    use sframe::frame::EncryptedFrame;
+    use sframe::key::DecryptionKey;
+    let key: Vec<u8> = (0..KEY_A.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&KEY_A[i..i + 2], 16).unwrap())
+        .collect();
+    let keys = std::collections::HashMap::from([(
+        5u64,
+        DecryptionKey::derive_from(CipherSuite::AesGcm128Sha256, 5u64, key).unwrap(),
+    )]);
+    let frame = EncryptedFrame::try_new(frame).unwrap();
+    frame.decrypt(&keys).unwrap().payload().to_vec()
+}
+
+#[test]
+fn every_size_round_trips_and_reads_as_rfc_9605() {
+    for framing in ["buffer", "stream"] {
+        let (mut enc, _) = harness(&make(&format!(
+            "streamencrypt key={KEY_A} key-id=5 framing={framing}"
+        )));
+        let (mut dec, _) = harness(&make(&format!(
+            "streamdecrypt key={KEY_A} key-id=5 framing={framing}"
+        )));
+        for (i, &size) in SIZES.iter().enumerate() {
+            let plaintext = bytes(size, i as u8);
+            let mut input = gst::Buffer::from_mut_slice(plaintext.clone());
+            input
+                .get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(i as u64));
+            let encrypted = enc.push_and_pull(input).unwrap();
+            let mut encrypted = vec![encrypted];
+            if framing == "stream" && i == 0 {
+                // The stream header comes first, as a buffer of its own.
+                encrypted.push(enc.pull().unwrap());
+            }
+            if framing == "buffer" {
+                let frame = contents(&encrypted[0]);
+                assert_eq!(decrypt_with_sframe_crate(&frame), plaintext, "{size} bytes");
+            }
+            for buffer in encrypted {
+                dec.push(buffer).unwrap();
+            }
+            let decrypted = dec.pull().unwrap();
+            assert_eq!(contents(&decrypted), plaintext, "{framing}: {size} bytes");
+            if framing == "buffer" {
+                // A byte stream carries no timestamps; SFrames keep theirs.
+                assert_eq!(
+                    decrypted.pts(),
+                    Some(gst::ClockTime::from_mseconds(i as u64))
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_buffer_someone_else_holds_is_left_alone() {
+    let (mut enc, _) = encrypter(KEY_A, 5);
+    let (mut dec, _) = decrypter(KEY_A, 5);
+    for (i, &size) in SIZES.iter().enumerate() {
+        let plaintext = bytes(size, i as u8);
+        let input = gst::Buffer::from_mut_slice(plaintext.clone());
+        let encrypted = enc.push_and_pull(input.clone()).unwrap();
+        assert_eq!(
+            contents(&input),
+            plaintext,
+            "encrypter wrote into a shared buffer"
+        );
+
+        let ciphertext = contents(&encrypted);
+        let decrypted = dec.push_and_pull(encrypted.clone()).unwrap();
+        assert_eq!(
+            contents(&encrypted),
+            ciphertext,
+            "decrypter wrote into a shared buffer"
+        );
+        assert_eq!(contents(&decrypted), plaintext, "{size} bytes");
+    }
+}
+
+#[test]
+fn memory_shared_between_buffers_is_left_alone() {
+    let (mut enc, _) = encrypter(KEY_A, 5);
+    let (mut dec, _) = decrypter(KEY_A, 5);
+    for (i, &size) in SIZES.iter().enumerate() {
+        let plaintext = bytes(size, i as u8);
+        let original = gst::Buffer::from_mut_slice(plaintext.clone());
+        // A second buffer over the same memory: writable itself, its memory not.
+        let mut input = gst::Buffer::new();
+        input
+            .get_mut()
+            .unwrap()
+            .append_memory(original.peek_memory(0).to_owned());
+        let encrypted = enc.push_and_pull(input).unwrap();
+        assert_eq!(contents(&original), plaintext, "{size} bytes");
+
+        let ciphertext = contents(&encrypted);
+        let copy = gst::Buffer::from_mut_slice(ciphertext.clone());
+        let mut shared = gst::Buffer::new();
+        shared
+            .get_mut()
+            .unwrap()
+            .append_memory(copy.peek_memory(0).to_owned());
+        let decrypted = dec.push_and_pull(shared).unwrap();
+        assert_eq!(contents(&copy), ciphertext, "{size} bytes");
+        assert_eq!(contents(&decrypted), plaintext, "{size} bytes");
+    }
+}
+
+#[test]
+fn read_only_memory_is_read_not_written() {
+    // Demuxers and `Buffer::from_slice` hand out memory flagged read-only.
+    let (mut enc, _) = encrypter(KEY_A, 5);
+    let (mut dec, _) = decrypter(KEY_A, 5);
+    for (i, &size) in SIZES.iter().enumerate() {
+        let plaintext = bytes(size, i as u8);
+        let input = gst::Buffer::from_slice(plaintext.clone());
+        assert!(
+            size == 0
+                || input
+                    .peek_memory(0)
+                    .flags()
+                    .contains(gst::MemoryFlags::READONLY)
+        );
+        let encrypted = enc.push_and_pull(input).unwrap();
+        let decrypted = dec
+            .push_and_pull(gst::Buffer::from_slice(contents(&encrypted)))
+            .unwrap();
+        assert_eq!(contents(&decrypted), plaintext, "{size} bytes");
+    }
+}
+
+#[test]
+fn buffers_of_several_memories() {
+    let (mut enc, _) = encrypter(KEY_A, 5);
+    let (mut dec, _) = decrypter(KEY_A, 5);
+    for (i, &size) in SIZES.iter().enumerate() {
+        let plaintext = bytes(size, i as u8);
+        let encrypted = enc.push_and_pull(in_pieces(&plaintext, 1000)).unwrap();
+        // Cut so that header and tag are split across memories too.
+        let decrypted = dec
+            .push_and_pull(in_pieces(&contents(&encrypted), 7))
+            .unwrap();
+        assert_eq!(contents(&decrypted), plaintext, "{size} bytes");
+    }
+}
