@@ -1,0 +1,387 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Throughput and cost per buffer, measured in one run on the same machine, side by
+//! side: streamencrypt/streamdecrypt in every mode through real pipelines
+//! (`appsrc ! element ! fakesink`), `identity` in their place (the floor),
+//! gst-plugins-bad's `aesenc`/`aesdec`, the cipher core alone (no GStreamer), and
+//! `openssl speed -evp` for the same cipher.
+//!
+//! Run with `cargo bench --bench throughput` (or `scripts/bench.sh`). Arguments
+//! filter: `-- aes-128-gcm 1200` measures only that mode and size.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gststreamcrypt::codec::{Encoder, Format, ReadyKey, TrialDecoder};
+use gststreamcrypt::compat::aes_cbc::CbcOptions;
+use gststreamcrypt::keys::KeyText;
+use gststreamcrypt::mode::Mode;
+use gststreamcrypt::sframe::ParsedFrame;
+
+const SIZES: [usize; 4] = [188, 1200, 16 * 1024, 1024 * 1024];
+/// Each measurement aims at about this long.
+const TARGET: Duration = Duration::from_millis(400);
+
+fn key_for(mode: Mode) -> String {
+    let len = match mode {
+        Mode::Aes256Gcm | Mode::Aes256Cbc => 32,
+        Mode::Aes192Gcm => 24,
+        _ => 16,
+    };
+    (0..len).map(|i| format!("{:02x}", i * 7 + 1)).collect()
+}
+
+/// Time to push `count` buffers through `description` (an element chain between
+/// appsrc and fakesink) and see EOS. The source writes each buffer from `template`
+/// as it goes, as an encoder or a socket does: the bytes reach the element hot in
+/// cache, and the floor (`identity`) pays for that writing too.
+fn run_pipeline(description: &str, template: &[u8], count: usize) -> Duration {
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src caps=application/x-bench format=bytes ! {description} \
+         ! fakesink sync=false"
+    ))
+    .expect("pipeline")
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let template = template.to_vec();
+    let mut left = count;
+    src.set_callbacks(
+        gst_app::AppSrcCallbacks::builder()
+            .need_data(move |src, _| {
+                if left == 0 {
+                    let _ = src.end_of_stream();
+                    return;
+                }
+                left -= 1;
+                let mut buffer = gst::Buffer::with_size(template.len()).unwrap();
+                buffer
+                    .get_mut()
+                    .unwrap()
+                    .copy_from_slice(0, &template)
+                    .unwrap();
+                let _ = src.push_buffer(buffer);
+            })
+            .build(),
+    );
+    pipeline.set_state(gst::State::Paused).unwrap();
+    let start = Instant::now();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let message = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(600),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS");
+    let elapsed = start.elapsed();
+    if let gst::MessageView::Error(err) = message.view() {
+        panic!("{description}: {}", err.error());
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    elapsed
+}
+
+/// How many runs make a measurement of about TARGET, from a short probe run.
+fn calibrate(size: usize, mut probe: impl FnMut(usize) -> Duration) -> usize {
+    let probe_count = ((4 << 20) / size.max(1)).clamp(20, 5000);
+    let elapsed = probe(probe_count).max(Duration::from_micros(100));
+    let count = (TARGET.as_secs_f64() / elapsed.as_secs_f64() * probe_count as f64) as usize;
+    count.clamp(20, 2_000_000)
+}
+
+/// Cost of one buffer through the pipeline: best of three runs.
+fn pipeline_cost(description: &str, template: &[u8]) -> Duration {
+    let count = calibrate(template.len(), |n| run_pipeline(description, template, n));
+    (0..3)
+        .map(|_| run_pipeline(description, template, count) / count as u32)
+        .min()
+        .unwrap()
+}
+
+/// `plaintext` encrypted as streamencrypt does it, for the decrypt runs. The same
+/// frame is sent again and again: the decrypter runs with its replay window off.
+fn ciphertext(format: &Format, key: &ReadyKey, plaintext: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; format.max_encrypted_len(plaintext.len())];
+    let len = Encoder::new(format, key)
+        .encrypt(key, plaintext, &mut out)
+        .unwrap();
+    out.truncate(len);
+    out
+}
+
+/// The cipher core alone: encrypt and decrypt one buffer, best of three.
+fn core_costs(format: &Format, key: &ReadyKey, size: usize) -> (Duration, Duration) {
+    let input = vec![0x5au8; size];
+    let mut encrypted = vec![0u8; format.max_encrypted_len(size)];
+    let mut encoder = Encoder::new(format, key);
+    let count = calibrate(size, |n| {
+        let start = Instant::now();
+        for _ in 0..n {
+            encoder.encrypt(key, &input, &mut encrypted).unwrap();
+        }
+        start.elapsed()
+    });
+    let encrypt = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..count {
+                std::hint::black_box(encoder.encrypt(key, &input, &mut encrypted).unwrap());
+            }
+            start.elapsed() / count as u32
+        })
+        .min()
+        .unwrap();
+    let len = Encoder::new(format, key)
+        .encrypt(key, &input, &mut encrypted)
+        .unwrap();
+    let frame = &encrypted[..len];
+    let mut out = vec![0u8; frame.len() + 32];
+    let decrypt = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..count {
+                match format {
+                    Format::Sframe(_) => {
+                        let parsed = ParsedFrame::parse(frame).unwrap();
+                        std::hint::black_box(
+                            key.sframe()
+                                .unwrap()
+                                .decrypt_into(&parsed, &[], &mut out)
+                                .unwrap(),
+                        );
+                    }
+                    _ => {
+                        let mut decoder = TrialDecoder::new(format).unwrap();
+                        std::hint::black_box(decoder.decrypt(&[key], frame, &mut out).unwrap());
+                    }
+                }
+            }
+            start.elapsed() / count as u32
+        })
+        .min()
+        .unwrap();
+    (encrypt, decrypt)
+}
+
+/// `openssl speed -evp <cipher>` at `size`, in MB/s.
+fn openssl_speed(cipher: &str, size: usize) -> Option<f64> {
+    let output = Command::new("openssl")
+        .args([
+            "speed",
+            "-mr",
+            "-seconds",
+            "1",
+            "-bytes",
+            &size.to_string(),
+            "-evp",
+            cipher,
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "+F:<n>:<name>:<bytes per second>"
+    let line = text.lines().find(|line| line.starts_with("+F:"))?;
+    let bytes_per_second: f64 = line.rsplit(':').next()?.trim().parse().ok()?;
+    Some(bytes_per_second / 1e6)
+}
+
+fn mbps(size: usize, per_buffer: Duration) -> f64 {
+    size as f64 / per_buffer.as_secs_f64() / 1e6
+}
+
+fn us(per_buffer: Duration) -> f64 {
+    per_buffer.as_secs_f64() * 1e6
+}
+
+/// The openssl cipher closest to a mode, and the aesenc cipher of the same key size.
+fn references(mode: Mode) -> (&'static str, Option<&'static str>) {
+    match mode {
+        Mode::Aes128Gcm => ("aes-128-gcm", Some("aes-128-cbc")),
+        Mode::Aes256Gcm => ("aes-256-gcm", Some("aes-256-cbc")),
+        Mode::Aes192Gcm => ("aes-192-gcm", None),
+        Mode::Aes128CtrHmac80 | Mode::Aes128CtrHmac64 | Mode::Aes128CtrHmac32 => {
+            ("aes-128-ctr", None)
+        }
+        Mode::Sm4Gcm => ("sm4-ctr", None),
+        Mode::Sm4Ecb => ("sm4-ecb", None),
+        Mode::QqTea => ("", None),
+        Mode::Aes128Cbc => ("aes-128-cbc", Some("aes-128-cbc")),
+        Mode::Aes256Cbc => ("aes-256-cbc", Some("aes-256-cbc")),
+    }
+}
+
+fn ready_key(mode: Mode) -> (String, Format, ReadyKey) {
+    let key_hex = key_for(mode);
+    let format = mode.format(CbcOptions::default());
+    let key = format
+        .parse_key(&KeyText::new(&key_hex), mode.nick())
+        .unwrap();
+    let key = ReadyKey::new(&format, 1, &key);
+    (key_hex, format, key)
+}
+
+/// Encrypt and decrypt costs per buffer through `appsrc ! element ! fakesink`.
+fn element_costs(mode: Mode, encrypter: &str, decrypter: &str, plaintext: &[u8]) -> [Duration; 2] {
+    let (key_hex, format, key) = ready_key(mode);
+    let options = match mode {
+        Mode::Aes128Cbc | Mode::Aes256Cbc if encrypter == "aesenc" => {
+            format!("cipher={} key={key_hex}", mode.nick())
+        }
+        _ => format!("mode={} key={key_hex}", mode.nick()),
+    };
+    let decrypter_options = if decrypter == "streamdecrypt" {
+        " key-id=1 replay-window=0"
+    } else {
+        ""
+    };
+    [
+        pipeline_cost(&format!("{encrypter} {options}"), plaintext),
+        pipeline_cost(
+            &format!("{decrypter} {options}{decrypter_options}"),
+            &ciphertext(&format, &key, plaintext),
+        ),
+    ]
+}
+
+/// What the element adds to the floor, never below a nanosecond.
+fn marginal(cost: Duration, floor: Duration) -> Duration {
+    cost.saturating_sub(floor).max(Duration::from_nanos(1))
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    format!("{:.2}", a / b)
+}
+
+fn main() {
+    gst::init().unwrap();
+    gststreamcrypt::plugin_register_static().unwrap();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let size_filters: Vec<usize> = filters.iter().filter_map(|f| f.parse().ok()).collect();
+    let mode_filters: Vec<&String> = filters
+        .iter()
+        .filter(|f| f.parse::<usize>().is_err())
+        .collect();
+    let sizes: Vec<usize> = SIZES
+        .iter()
+        .copied()
+        .filter(|s| size_filters.is_empty() || size_filters.contains(s))
+        .collect();
+    let modes: Vec<Mode> = Mode::ALL
+        .into_iter()
+        .filter(|m| mode_filters.is_empty() || mode_filters.iter().any(|f| *f == m.nick()))
+        .collect();
+
+    println!(
+        "streamcrypt throughput: {} cores, best of 3 runs of about {:?} each",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        TARGET
+    );
+    println!(
+        "pipelines: appsrc ! <element> ! fakesink sync=false, the source writing each buffer\n\
+         us = microseconds per buffer through the whole pipeline\n\
+         MB/s = 10^6 plaintext bytes/s of the element alone (its cost above the floor)\n\
+         core = the cipher alone, no GStreamer; openssl = `openssl speed -evp`\n\
+         x = ratios: ours/openssl and ours/aesenc (MB/s, higher is better); \
+         cost = us / (floor us + core us), 1.00 = the element adds nothing of its own\n"
+    );
+
+    let plaintexts: Vec<Vec<u8>> = sizes
+        .iter()
+        .map(|&size| (0..size).map(|i| (i * 31 + 7) as u8).collect())
+        .collect();
+    let floors: Vec<Duration> = plaintexts
+        .iter()
+        .map(|plaintext| pipeline_cost("identity", plaintext))
+        .collect();
+    println!("floor: appsrc ! identity ! fakesink");
+    for (size, floor) in sizes.iter().zip(&floors) {
+        println!("  {size:>8} B  {:>8.2} us", us(*floor));
+    }
+
+    for mode in modes {
+        let (openssl_cipher, aes_cipher) = references(mode);
+        println!(
+            "\n{} (openssl: {}; aesenc/aesdec: {})",
+            mode.nick(),
+            if openssl_cipher.is_empty() {
+                "none"
+            } else {
+                openssl_cipher
+            },
+            aes_cipher.unwrap_or("none")
+        );
+        println!(
+            "  {:>8} | {:>8} {:>7} | {:>8} {:>7} | {:>13} | {:>7} | {:>13} | {:>11} | {:>11} | {:>11}",
+            "size",
+            "enc us",
+            "MB/s",
+            "dec us",
+            "MB/s",
+            "core enc/dec",
+            "openssl",
+            "aesenc/aesdec",
+            "x openssl",
+            "x aes",
+            "cost enc/dec"
+        );
+        let (_, format, key) = ready_key(mode);
+        for ((&size, plaintext), &floor) in sizes.iter().zip(&plaintexts).zip(&floors) {
+            let [enc, dec] = element_costs(mode, "streamencrypt", "streamdecrypt", plaintext);
+            let (core_enc, core_dec) = core_costs(&format, &key, size);
+            let openssl = (!openssl_cipher.is_empty())
+                .then(|| openssl_speed(openssl_cipher, size))
+                .flatten();
+            let aes = aes_cipher.map(|cipher| {
+                let cbc_mode = if cipher == "aes-256-cbc" {
+                    Mode::Aes256Cbc
+                } else {
+                    Mode::Aes128Cbc
+                };
+                element_costs(cbc_mode, "aesenc", "aesdec", plaintext)
+            });
+            let enc_mbps = mbps(size, marginal(enc, floor));
+            let dec_mbps = mbps(size, marginal(dec, floor));
+            let aes_mbps = aes.map(|[e, d]| {
+                (
+                    mbps(size, marginal(e, floor)),
+                    mbps(size, marginal(d, floor)),
+                )
+            });
+            println!(
+                "  {:>8} | {:>8.2} {:>7.0} | {:>8.2} {:>7.0} | {:>13} | {:>7} | {:>13} | {:>11} | {:>11} | {:>11}",
+                size,
+                us(enc),
+                enc_mbps,
+                us(dec),
+                dec_mbps,
+                format!("{:.2}/{:.2}", us(core_enc), us(core_dec)),
+                openssl.map_or("-".into(), |v| format!("{v:.0}")),
+                aes_mbps.map_or("-".into(), |(e, d)| format!("{e:.0}/{d:.0}")),
+                openssl.map_or("-".into(), |v| format!(
+                    "{}/{}",
+                    ratio(enc_mbps, v),
+                    ratio(dec_mbps, v)
+                )),
+                aes_mbps.map_or("-".into(), |(e, d)| format!(
+                    "{}/{}",
+                    ratio(enc_mbps, e),
+                    ratio(dec_mbps, d)
+                )),
+                format!(
+                    "{}/{}",
+                    ratio(enc.as_secs_f64(), (floor + core_enc).as_secs_f64()),
+                    ratio(dec.as_secs_f64(), (floor + core_dec).as_secs_f64())
+                ),
+            );
+        }
+    }
+}
