@@ -3,7 +3,7 @@
 //! and the per-stream state that encrypts and decrypts buffer after buffer. No
 //! GStreamer in here; the elements drive it.
 
-use crate::compat::aes_cbc::{AesKey, CbcDecrypter, CbcEncrypter, CbcOptions};
+use crate::compat::aes_cbc::{AesCbc, CbcDecrypter, CbcEncrypter, CbcOptions};
 use crate::compat::qq_tea::{self, QqTea};
 use crate::compat::sm4_ecb::{self, Sm4Ecb};
 use crate::compat::{Invalid, first_valid, pick_by_padding};
@@ -48,6 +48,21 @@ impl Format {
         matches!(self, Format::Sframe(_))
     }
 
+    /// Whether every encrypted buffer decrypts on its own into one buffer: all but
+    /// aesenc's unpadded stream, one CBC message across buffers.
+    pub fn decrypts_per_buffer(&self) -> bool {
+        !matches!(
+            self,
+            Format::AesCbc {
+                options: CbcOptions {
+                    per_buffer_padding: false,
+                    ..
+                },
+                ..
+            }
+        )
+    }
+
     /// The format's code in a `framing=stream` header (`crate::framing`): the SFrame
     /// suite's IANA value, or 0xFF01-0xFF04 for SM4-ECB, QQ TEA, AES-128-CBC and
     /// AES-256-CBC.
@@ -76,7 +91,7 @@ enum KeyCipher {
     Sframe(SframeKey),
     Sm4Ecb(Sm4Ecb),
     QqTea(QqTea),
-    AesCbc(AesKey),
+    AesCbc(AesCbc),
 }
 
 /// A key ready for one format, with its key schedule (and for SFrame its derived
@@ -94,7 +109,7 @@ impl ReadyKey {
             Format::Sframe(suite) => KeyCipher::Sframe(SframeKey::derive(*suite, kid, bytes)),
             Format::Sm4Ecb => KeyCipher::Sm4Ecb(Sm4Ecb::new(bytes)),
             Format::QqTea => KeyCipher::QqTea(QqTea::new(bytes)),
-            Format::AesCbc { .. } => KeyCipher::AesCbc(AesKey::new(bytes)),
+            Format::AesCbc { .. } => KeyCipher::AesCbc(AesCbc::new(bytes)),
         };
         Self { kid, cipher }
     }
@@ -110,7 +125,7 @@ impl ReadyKey {
         }
     }
 
-    fn aes_cbc(&self) -> Option<&AesKey> {
+    fn aes_cbc(&self) -> Option<&AesCbc> {
         match &self.cipher {
             KeyCipher::AesCbc(key) => Some(key),
             _ => None,
@@ -287,7 +302,7 @@ impl TrialDecoder {
                 _ => Err(Invalid),
             }),
             TrialDecoder::AesCbc(stream) => {
-                let aes_keys: Vec<&AesKey> = keys
+                let aes_keys: Vec<&AesCbc> = keys
                     .iter()
                     .filter_map(|key| key.as_ref().aes_cbc())
                     .collect();

@@ -353,6 +353,30 @@ pub fn with_readable<R>(
     }
 }
 
+/// Largest output written as a `Vec` and then wrapped, which costs less than
+/// allocating and mapping a `GstMemory`; larger outputs go into a `GstMemory`,
+/// which spares zeroing their bytes first.
+const VEC_MEMORY_MAX: usize = 65536;
+
+/// A new memory holding what `fill` writes into its first `max_len` bytes;
+/// `fill` returns how many bytes it wrote.
+pub fn new_memory<E>(
+    max_len: usize,
+    fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+) -> Result<gst::Memory, E> {
+    if max_len <= VEC_MEMORY_MAX {
+        let mut out = vec![0u8; max_len];
+        let len = fill(&mut out)?;
+        out.truncate(len);
+        return Ok(gst::Memory::from_mut_slice(out));
+    }
+    let mut memory = gst::Memory::with_size(max_len);
+    let memory_ref = memory.get_mut().expect("new memory");
+    let len = fill(&mut memory_ref.map_writable().expect("system memory maps"))?;
+    memory_ref.resize(..len);
+    Ok(memory)
+}
+
 /// BaseTransform's `generate_output` for an element transforming in place: the
 /// queued buffer, made writable (copied only if it is shared), goes straight to
 /// `transform_ip`, without BaseTransform's per-buffer round trip through

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use m3u8_rs::{Key, KeyMethod, MediaPlaylist, MediaSegment};
 
-use crate::compat::aes_cbc::{AesKey, CbcEncrypter, CbcOptions};
+use crate::compat::aes_cbc::{AesCbc, CbcEncrypter, CbcOptions};
 use crate::keys::SecretKey;
 
 pub const KEY_LEN: usize = 16;
@@ -109,7 +109,7 @@ fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
 /// A key period: the key, its file and the URI players fetch it from.
 struct KeyPeriod {
     number: u64,
-    key: AesKey,
+    key: AesCbc,
     path: PathBuf,
     uri: String,
 }
@@ -199,7 +199,7 @@ impl HlsWriter {
             self.key_files.push_back((period, path.clone()));
             self.key = Some(KeyPeriod {
                 number: period,
-                key: AesKey::new(bytes.as_bytes()),
+                key: AesCbc::new(bytes.as_bytes()),
                 path,
                 uri,
             });
@@ -375,7 +375,7 @@ mod tests {
         };
         let mut out = vec![0u8; ciphertext.len()];
         let (_, len) = CbcDecrypter::new(options)
-            .decrypt(&[AesKey::new(key)], ciphertext, &mut out)
+            .decrypt(&[AesCbc::new(key)], ciphertext, &mut out)
             .unwrap();
         out.truncate(len);
         out

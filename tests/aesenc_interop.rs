@@ -12,7 +12,8 @@ const IV: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f";
 
 /// Buffers of awkward sizes: empty, under, at and over block boundaries.
 fn inputs() -> Vec<gst::Buffer> {
-    [0usize, 1, 15, 16, 17, 31, 32, 100, 1000, 5]
+    // 70,000 bytes: above the size the elements write into a Vec.
+    [0usize, 1, 15, 16, 17, 31, 32, 100, 1000, 70_000, 5]
         .iter()
         .enumerate()
         .map(|(i, &len)| {

@@ -83,7 +83,8 @@ fn the_allocator_sees_keys_that_are_not_wiped() {
     // The check itself works: a plain Vec holding the key is found when freed.
     let base = hex(BASE_KEY);
     let found = freed_blocks_holding(&[&base], || drop(hex(BASE_KEY)));
-    assert_eq!(found, 1);
+    // At least: another test may free its copy of the key meanwhile.
+    assert!(found >= 1);
 }
 
 #[test]
@@ -98,6 +99,20 @@ fn derived_keys_and_schedules_are_wiped() {
         key.encrypt_into(1, &[], b"frame", &mut out).unwrap();
         drop(key);
         drop(secret);
+    });
+    assert_eq!(found, 0);
+}
+
+#[test]
+fn aes_cbc_schedules_are_wiped() {
+    // An AES schedule begins with the key itself.
+    use gststreamcrypt::cipher::aes_cbc::AesCbc;
+    let base = hex(BASE_KEY);
+    let found = freed_blocks_holding(&[&base], || {
+        let key = AesCbc::new(&base);
+        let mut data = [0u8; 64];
+        key.encrypt(&mut [0; 16], &mut data);
+        drop(key);
     });
     assert_eq!(found, 0);
 }

@@ -8,6 +8,7 @@
 //! schedules are built once per key, when the `Aead` is made, never per buffer, and
 //! wiped when it is dropped.
 
+pub mod aes_cbc;
 mod ctr_hmac;
 pub mod sm4_fast;
 pub mod sm4_gcm;

@@ -20,78 +20,28 @@
 //! through invalid padding (missed with probability about 1/255), and only with
 //! per-buffer padding; a lost buffer garbles the first block of the next one.
 
-use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
-use aes::{Aes128, Aes256};
+pub use crate::cipher::aes_cbc::AesCbc;
 
-use super::{Invalid, blocks_mut, pick_by_padding, pkcs7};
+use super::{Invalid, pick_by_padding, pkcs7};
 
 const BLOCK: usize = pkcs7::BLOCK;
 
-pub enum AesKey {
-    Aes128(Box<Aes128>),
-    Aes256(Box<Aes256>),
-}
-
-impl AesKey {
-    /// # Panics
-    /// On a key that is not 16 or 32 bytes.
-    pub fn new(key: &[u8]) -> Self {
-        match key.len() {
-            16 => AesKey::Aes128(Box::new(Aes128::new_from_slice(key).expect("16 bytes"))),
-            32 => AesKey::Aes256(Box::new(Aes256::new_from_slice(key).expect("32 bytes"))),
-            n => panic!("AES-CBC key of {n} bytes"),
-        }
-    }
-
-    /// CBC-encrypts whole blocks in place, chaining from `chain`, which is left
-    /// holding the last ciphertext block.
-    fn encrypt_cbc(&self, chain: &mut [u8; BLOCK], data: &mut [u8]) {
-        for block in data.chunks_exact_mut(BLOCK) {
-            for (b, c) in block.iter_mut().zip(chain.iter()) {
-                *b ^= c;
-            }
-            match self {
-                AesKey::Aes128(key) => key.encrypt_block(block.try_into().expect("block")),
-                AesKey::Aes256(key) => key.encrypt_block(block.try_into().expect("block")),
-            }
-            chain.copy_from_slice(block);
-        }
-    }
-
-    /// The plaintext of the last block of `ciphertext` (whole blocks), chained from
-    /// `chain`: enough to check the padding.
-    fn decrypt_last_block(&self, chain: &[u8; BLOCK], ciphertext: &[u8]) -> [u8; BLOCK] {
-        let len = ciphertext.len();
-        let mut block = [0u8; BLOCK];
-        let previous = if len > BLOCK {
-            &ciphertext[len - 2 * BLOCK..len - BLOCK]
-        } else {
-            &chain[..]
-        };
-        self.decrypt_cbc(
-            previous.try_into().expect("one block"),
-            &ciphertext[len - BLOCK..],
-            &mut block,
-        );
-        block
-    }
-
-    /// CBC-decrypts `ciphertext` (whole blocks) into `out`, chaining from `chain`.
-    fn decrypt_cbc(&self, chain: &[u8; BLOCK], ciphertext: &[u8], out: &mut [u8]) {
-        let out = &mut out[..ciphertext.len()];
-        out.copy_from_slice(ciphertext);
-        // Decryption parallelises: every block at once, then the XOR.
-        match self {
-            AesKey::Aes128(key) => key.decrypt_blocks(blocks_mut::<Aes128>(out)),
-            AesKey::Aes256(key) => key.decrypt_blocks(blocks_mut::<Aes256>(out)),
-        }
-        let previous = std::iter::once(&chain[..]).chain(ciphertext.chunks_exact(BLOCK));
-        for (block, previous) in out.chunks_exact_mut(BLOCK).zip(previous) {
-            for (b, p) in block.iter_mut().zip(previous) {
-                *b ^= p;
-            }
-        }
-    }
+/// The plaintext of the last block of `ciphertext` (whole blocks), chained from
+/// `chain`: enough to check the padding.
+fn decrypt_last_block(key: &AesCbc, chain: &[u8; BLOCK], ciphertext: &[u8]) -> [u8; BLOCK] {
+    let len = ciphertext.len();
+    let previous = if len > BLOCK {
+        &ciphertext[len - 2 * BLOCK..len - BLOCK]
+    } else {
+        &chain[..]
+    };
+    let mut block = [0u8; BLOCK];
+    key.decrypt(
+        previous.try_into().expect("one block"),
+        &ciphertext[len - BLOCK..],
+        &mut block,
+    );
+    block
 }
 
 /// `aesenc`'s `iv`, `serialize-iv` and `per-buffer-padding`. The defaults are
@@ -154,34 +104,45 @@ impl CbcEncrypter {
     }
 
     /// Encrypts the next buffer of the stream into `out`; returns the length.
-    pub fn encrypt(&mut self, key: &AesKey, input: &[u8], out: &mut [u8]) -> usize {
+    pub fn encrypt(&mut self, key: &AesCbc, input: &[u8], out: &mut [u8]) -> usize {
         self.started = true;
         let whole = (self.pending.len() + input.len()) / BLOCK * BLOCK;
         let ciphertext_follows = self.options.per_buffer_padding || whole > 0;
         let written = self.write_iv(out, ciphertext_follows);
         let out = &mut out[written..];
-        let len = if self.options.per_buffer_padding {
-            out[..input.len()].copy_from_slice(input);
-            pkcs7::pad(out, input.len())
-        } else {
-            let pending = self.pending.len();
-            out[..pending].copy_from_slice(&self.pending);
-            let taken = whole.saturating_sub(pending);
-            out[pending..whole.max(pending)].copy_from_slice(&input[..taken]);
+        let mut input = input;
+        let mut len = 0;
+        // Without per-buffer padding, a block begun by earlier buffers goes first.
+        if !self.pending.is_empty() && whole > 0 {
+            let mut block = [0u8; BLOCK];
+            let (begun, rest) = block.split_at_mut(self.pending.len());
+            begun.copy_from_slice(&self.pending);
+            rest.copy_from_slice(&input[..rest.len()]);
+            input = &input[rest.len()..];
             self.pending.clear();
-            if whole < pending {
-                self.pending.extend_from_slice(&out[..pending]);
-            }
-            self.pending.extend_from_slice(&input[taken..]);
-            whole
-        };
-        key.encrypt_cbc(&mut self.chain, &mut out[..len]);
+            key.encrypt_into(&mut self.chain, &block, out);
+            len = BLOCK;
+        }
+        // The whole blocks straight from the input, in one pass.
+        let direct = input.len() / BLOCK * BLOCK;
+        key.encrypt_into(&mut self.chain, &input[..direct], &mut out[len..]);
+        len += direct;
+        let tail = &input[direct..];
+        if self.options.per_buffer_padding {
+            let mut block = [0u8; BLOCK];
+            block[..tail.len()].copy_from_slice(tail);
+            pkcs7::pad(&mut block, tail.len());
+            key.encrypt_into(&mut self.chain, &block, &mut out[len..]);
+            len += BLOCK;
+        } else {
+            self.pending.extend_from_slice(tail);
+        }
         written + len
     }
 
     /// At EOS without per-buffer padding: the final padded block, as `aesenc`
     /// pushes it (after the IV if that has not gone out); nothing if no buffer came.
-    pub fn finish(&mut self, key: &AesKey) -> Option<Vec<u8>> {
+    pub fn finish(&mut self, key: &AesCbc) -> Option<Vec<u8>> {
         if self.options.per_buffer_padding || !self.started {
             return None;
         }
@@ -191,7 +152,7 @@ impl CbcEncrypter {
         block[..self.pending.len()].copy_from_slice(&self.pending);
         pkcs7::pad(block, self.pending.len());
         self.pending.clear();
-        key.encrypt_cbc(&mut self.chain, block);
+        key.encrypt(&mut self.chain, block);
         Some(out[..written + BLOCK].to_vec())
     }
 }
@@ -228,7 +189,7 @@ impl CbcDecrypter {
     /// Decrypts the next buffer of the stream into `out`. With per-buffer padding,
     /// the key is picked by its padding among `keys` (see `pick_by_padding`) and its
     /// index returned with the length; without, only the first key is used.
-    pub fn decrypt<K: AsRef<AesKey>>(
+    pub fn decrypt<K: AsRef<AesCbc>>(
         &mut self,
         keys: &[K],
         input: &[u8],
@@ -252,9 +213,10 @@ impl CbcDecrypter {
             if input.is_empty() || !input.len().is_multiple_of(BLOCK) {
                 return Err(Invalid);
             }
-            let index = pick_by_padding(keys, |key| key.as_ref().decrypt_last_block(&chain, input))
-                .ok_or(Invalid)?;
-            keys[index].as_ref().decrypt_cbc(&chain, input, out);
+            let index =
+                pick_by_padding(keys, |key| decrypt_last_block(key.as_ref(), &chain, input))
+                    .ok_or(Invalid)?;
+            keys[index].as_ref().decrypt(&chain, input, out);
             let len = pkcs7::unpadded_len(&out[..input.len()]).ok_or(Invalid)?;
             Ok((index, len))
         } else {
@@ -271,7 +233,7 @@ impl CbcDecrypter {
             }
             // Keep the last whole block back: only EOS tells whether it is the last.
             let ready = self.held.len().saturating_sub(1) / BLOCK * BLOCK;
-            key.decrypt_cbc(&self.chain, &self.held[..ready], out);
+            key.decrypt(&self.chain, &self.held[..ready], out);
             if ready > 0 {
                 self.chain.copy_from_slice(&self.held[ready - BLOCK..ready]);
             }
@@ -282,7 +244,7 @@ impl CbcDecrypter {
 
     /// At EOS without per-buffer padding: the plaintext of the held-back last
     /// block, padding removed (`None` if there is nothing to finish).
-    pub fn finish(&mut self, key: &AesKey) -> Option<Result<Vec<u8>, Invalid>> {
+    pub fn finish(&mut self, key: &AesCbc) -> Option<Result<Vec<u8>, Invalid>> {
         if self.options.per_buffer_padding || !self.started {
             return None;
         }
@@ -291,7 +253,7 @@ impl CbcDecrypter {
             return Some(Err(Invalid));
         }
         let mut out = [0u8; BLOCK];
-        key.decrypt_cbc(&self.chain, &held, &mut out);
+        key.decrypt(&self.chain, &held, &mut out);
         Some(
             pkcs7::unpadded_len(&out)
                 .map(|len| out[..len].to_vec())
@@ -300,8 +262,8 @@ impl CbcDecrypter {
     }
 }
 
-impl AsRef<AesKey> for AesKey {
-    fn as_ref(&self) -> &AesKey {
+impl AsRef<AesCbc> for AesCbc {
+    fn as_ref(&self) -> &AesCbc {
         self
     }
 }
@@ -327,7 +289,7 @@ mod tests {
             .collect()
     }
 
-    fn encrypt_stream(key: &AesKey, options: CbcOptions) -> Vec<Vec<u8>> {
+    fn encrypt_stream(key: &AesCbc, options: CbcOptions) -> Vec<Vec<u8>> {
         let mut enc = CbcEncrypter::new(options);
         let mut out: Vec<Vec<u8>> = buffers()
             .iter()
@@ -346,7 +308,7 @@ mod tests {
     fn one_chain_over_the_stream() {
         // Per-buffer padding, concatenated, equals one CBC run over the padded
         // buffers: the chain carries over.
-        let key = AesKey::new(&[7u8; 16]);
+        let key = AesCbc::new(&[7u8; 16]);
         let stream: Vec<u8> = encrypt_stream(&key, options(false, true)).concat();
         let mut padded = Vec::new();
         for buffer in buffers() {
@@ -356,13 +318,13 @@ mod tests {
             pkcs7::pad(&mut padded[start..], buffer.len());
         }
         let mut chain = *b"0123456789abcdef";
-        key.encrypt_cbc(&mut chain, &mut padded);
+        key.encrypt(&mut chain, &mut padded);
         assert_eq!(stream, padded);
     }
 
     #[test]
     fn every_option_round_trips() {
-        for key in [AesKey::new(&[1u8; 16]), AesKey::new(&[2u8; 32])] {
+        for key in [AesCbc::new(&[1u8; 16]), AesCbc::new(&[2u8; 32])] {
             for serialize_iv in [false, true] {
                 for per_buffer_padding in [false, true] {
                     let options = options(serialize_iv, per_buffer_padding);
@@ -392,7 +354,7 @@ mod tests {
     #[test]
     fn the_iv_waits_for_ciphertext() {
         // aesdec aborts on a first buffer of one block or less.
-        let key = AesKey::new(&[1u8; 16]);
+        let key = AesCbc::new(&[1u8; 16]);
         let mut enc = CbcEncrypter::new(options(true, false));
         let mut out = [0u8; 64];
         assert_eq!(enc.encrypt(&key, &[1; 5], &mut out), 0);
@@ -405,8 +367,8 @@ mod tests {
 
     #[test]
     fn trial_picks_the_key_whose_padding_holds() {
-        let old = AesKey::new(&[1u8; 16]);
-        let new = AesKey::new(&[2u8; 16]);
+        let old = AesCbc::new(&[1u8; 16]);
+        let new = AesCbc::new(&[2u8; 16]);
         let mut enc = CbcEncrypter::new(options(false, true));
         let mut dec = CbcDecrypter::new(options(false, true));
         for (i, key) in [&old, &old, &new, &new, &old].into_iter().enumerate() {
@@ -422,7 +384,7 @@ mod tests {
 
     #[test]
     fn bad_input_is_invalid_and_the_stream_recovers() {
-        let key = AesKey::new(&[1u8; 16]);
+        let key = AesCbc::new(&[1u8; 16]);
         let encrypted = encrypt_stream(&key, options(false, true));
         let mut dec = CbcDecrypter::new(options(false, true));
         let mut out = vec![0u8; 256];
@@ -434,7 +396,7 @@ mod tests {
             Err(Invalid)
         );
         let _ = dec.decrypt(&[&key], &encrypted[2], &mut out);
-        let wrong = AesKey::new(&[9u8; 16]);
+        let wrong = AesCbc::new(&[9u8; 16]);
         let (index, n) = dec
             .decrypt(&[&wrong, &key], &encrypted[3], &mut out)
             .unwrap();

@@ -19,9 +19,6 @@ mod pkcs7;
 pub mod qq_tea;
 pub mod sm4_ecb;
 
-use aes::cipher::Block;
-use aes::cipher::array::Array;
-
 /// The input does not decrypt to a valid message under any key tried: wrong key,
 /// corrupt or truncated data, or not this format at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,18 +53,6 @@ pub fn pick_by_padding<K>(keys: &[K], mut last_block: impl FnMut(&K) -> [u8; 16]
         }
     }
     best.map(|(index, _)| index)
-}
-
-/// A byte slice whose length is a multiple of 16, as cipher blocks.
-///
-/// # Panics
-/// If the length is not a multiple of 16.
-fn blocks_mut<C: aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>>(
-    data: &mut [u8],
-) -> &mut [Block<C>] {
-    let (blocks, rest) = Array::slice_as_chunks_mut(data);
-    assert!(rest.is_empty(), "not a whole number of blocks");
-    blocks
 }
 
 #[cfg(test)]

@@ -601,8 +601,10 @@ impl BaseTransformImpl for StreamDecrypt {
             })?);
         }
         *self.trial.lock().unwrap() = TrialDecoder::new(&format);
-        let in_place = format.carries_kid() && keys.framing == Framing::Buffer;
-        self.obj().set_in_place(in_place);
+        // Buffer in, buffer out: straight to `transform_ip`, which decrypts an
+        // SFrame where it lies and other formats into a new memory.
+        let in_place = keys.framing == Framing::Buffer && format.decrypts_per_buffer();
+        self.obj().set_in_place(format.carries_kid() && in_place);
         self.in_place.store(in_place, Ordering::Relaxed);
         *self.records.lock().unwrap() =
             (keys.framing == Framing::Stream).then(|| RecordReader::new(format.stream_code()));
@@ -769,11 +771,13 @@ impl BaseTransformImpl for StreamDecrypt {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let Format::Sframe(suite) = self.count_input(buf.size())? else {
-            unreachable!("in place for SFrame only");
-        };
+        let format = self.count_input(buf.size())?;
         let pts = buf.pts();
-        match self.open_sframe_in_place(suite, buf) {
+        let opened = match format {
+            Format::Sframe(suite) => self.open_sframe_in_place(suite, buf),
+            _ => self.open_by_trial_into_new_memory(buf)?,
+        };
+        match opened {
             Ok((kid, len)) => {
                 self.count_output(kid, len, pts);
                 Ok(gst::FlowSuccess::Ok)
@@ -822,7 +826,10 @@ impl StreamDecrypt {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let decrypted = match self.count_input(input.len())? {
             Format::Sframe(suite) => self.open_sframe(suite, input, outbuf),
-            _ => self.open_by_trial(input, outbuf),
+            _ => match outbuf.map_writable() {
+                Ok(mut output) => self.open_by_trial(input, &mut output),
+                Err(_) => Err((DropReason::Malformed, "cannot map output".into())),
+            },
         };
         match decrypted {
             Ok((kid, len)) => {
@@ -986,11 +993,7 @@ impl StreamDecrypt {
 
     /// Decrypts a buffer of a format without KID, trying the keys in turn; returns
     /// the KID of the key that worked and the plaintext length.
-    fn open_by_trial(
-        &self,
-        input: &[u8],
-        outbuf: &mut gst::BufferRef,
-    ) -> Result<(u64, usize), Rejection> {
+    fn open_by_trial(&self, input: &[u8], output: &mut [u8]) -> Result<(u64, usize), Rejection> {
         let keys = self.state.lock().unwrap().trial_keys();
         if keys.is_empty() {
             return Err((DropReason::NoKey, "no key".into()));
@@ -998,11 +1001,7 @@ impl StreamDecrypt {
         let ready: Vec<&ReadyKey> = keys.iter().map(|key| &key.key).collect();
         let mut trial = self.trial.lock().unwrap();
         let decoder = trial.as_mut().expect("a decoder for formats without KID");
-        let decrypted = match outbuf.map_writable() {
-            Ok(mut output) => decoder.decrypt(&ready, input, &mut output),
-            Err(_) => return Err((DropReason::Malformed, "cannot map output".into())),
-        };
-        match decrypted {
+        match decoder.decrypt(&ready, input, output) {
             Ok((index, len)) => Ok((ready[index].kid(), len)),
             Err(_) => Err((
                 DropReason::Authentication,
@@ -1014,6 +1013,28 @@ impl StreamDecrypt {
                 ),
             )),
         }
+    }
+
+    /// `open_by_trial` from `buffer` into a new memory that replaces its bytes
+    /// when a key opens it.
+    fn open_by_trial_into_new_memory(
+        &self,
+        buffer: &mut gst::BufferRef,
+    ) -> Result<Result<(u64, usize), Rejection>, gst::FlowError> {
+        let max_len = self.max_decrypted_len(buffer.size());
+        let mut kid = 0;
+        let opened = common::with_readable(buffer, |input| {
+            common::new_memory(max_len, |output| {
+                let (opened_kid, len) = self.open_by_trial(input, output)?;
+                kid = opened_kid;
+                Ok(len)
+            })
+        })?;
+        Ok(opened.map(|memory| {
+            let len = memory.size();
+            buffer.replace_all_memory(memory);
+            (kid, len)
+        }))
     }
 
     /// Counts a decrypted buffer, and posts a message when the key changed.

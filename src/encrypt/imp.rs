@@ -58,9 +58,10 @@ struct Stream {
     started: bool,
 }
 
-/// Payloads at least this large are encrypted where they lie, with header and tag
-/// as memories of their own; smaller ones are encrypted into one new memory, which
-/// costs less than two extra small memories (see benches/throughput.rs).
+/// SFrame payloads at least this large are encrypted where they lie, with header
+/// and tag as memories of their own; smaller ones are encrypted into one new
+/// memory, which costs less than two extra small memories (see
+/// benches/throughput.rs).
 const IN_PLACE_MIN: usize = 4096;
 
 /// Encrypts `input` into `out` as one output buffer (record length first with
@@ -142,8 +143,8 @@ impl Stats {
 
 #[derive(Default)]
 pub struct StreamEncrypt {
-    /// Whether buffers are transformed in place, read once per buffer without
-    /// BaseTransform's object lock.
+    /// Whether the format encrypts large payloads where they lie (SFrame), read
+    /// once per buffer without BaseTransform's object lock.
     in_place: AtomicBool,
     settings: Mutex<Settings>,
     pending: Mutex<Pending>,
@@ -652,11 +653,10 @@ impl BaseTransformImpl for StreamEncrypt {
     fn generate_output(
         &self,
     ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
-        if self.in_place.load(Ordering::Relaxed) {
-            common::generate_in_place(self)
-        } else {
-            self.parent_generate_output()
-        }
+        // Every buffer goes to `transform_ip`, which writes a new memory into the
+        // buffer or encrypts where the payload lies: never through BaseTransform's
+        // output buffer.
+        common::generate_in_place(self)
     }
 
     fn decide_allocation(
@@ -680,44 +680,27 @@ impl BaseTransformImpl for StreamEncrypt {
         true
     }
 
-    fn transform(
-        &self,
-        inbuf: &gst::Buffer,
-        outbuf: &mut gst::BufferRef,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let input = inbuf.map_readable().map_err(|_| {
-            gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot read buffer"));
-            gst::FlowError::Error
-        })?;
-        let len = self.encrypt_buffer(inbuf.flags(), input.len(), |stream| {
-            let mut output = outbuf.map_writable().map_err(|_| gst::FlowError::Error)?;
-            Ok(seal_into(stream, &input, &mut output).map(|len| (len, len)))
-        })?;
-        if len == 0 {
-            // Only aesenc's unpadded stream completes no block some buffers: send
-            // nothing rather than an empty buffer (aesdec aborts on an empty first
-            // buffer when the IV is serialized) or an empty record.
-            return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
-        }
-        outbuf.set_size(len);
-        Ok(gst::FlowSuccess::Ok)
-    }
-
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
         let payload_len = buf.size();
-        if payload_len < IN_PLACE_MIN {
+        if payload_len < IN_PLACE_MIN || !self.in_place.load(Ordering::Relaxed) {
             let memory = self.encrypt_buffer(buf.flags(), payload_len, |stream| {
                 let max_len =
                     prefix_len(stream.framing) + stream.format.max_encrypted_len(payload_len);
-                // Written as a Vec, then wrapped: cheaper than mapping a new memory.
-                let mut out = vec![0u8; max_len];
-                let sealed =
-                    common::with_readable(buf, |input| seal_into(stream, input, &mut out))?;
-                Ok(sealed.map(|len| {
-                    out.truncate(len);
-                    (gst::Memory::from_mut_slice(out), len)
+                let sealed = common::with_readable(buf, |input| {
+                    common::new_memory(max_len, |out| seal_into(stream, input, out))
+                })?;
+                Ok(sealed.map(|memory| {
+                    let len = memory.size();
+                    (memory, len)
                 }))
             })?;
+            if memory.size() == 0 {
+                // Only aesenc's unpadded stream completes no block in some
+                // buffers: send nothing rather than an empty buffer (aesdec aborts
+                // on an empty first buffer when the IV is serialized) or an empty
+                // record.
+                return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
+            }
             buf.replace_all_memory(memory);
             return Ok(gst::FlowSuccess::Ok);
         }
