@@ -11,7 +11,9 @@
 //! S-box is AESENCLAST with a zero round key. Blocks go in sets of 4, their words
 //! transposed across 4 registers (sets of 8 in 256-bit registers with AVX2), and
 //! several sets are run together because each round must wait for the one before.
-//! No tables in memory, no data-dependent branches. All constants are derived at
+//! CPUs with GFNI (Intel since Ice Lake, AMD since Zen 4) compute the whole S-box
+//! in two instructions instead, an affine map and an inversion in AES's field
+//! followed by another affine map, on 32 bytes at once. No tables in memory, no data-dependent branches. All constants are derived at
 //! compile time from the definitions of the fields and S-boxes, and the tests check
 //! them against the standard. Other CPUs use the `sm4` crate.
 
@@ -426,6 +428,45 @@ const fn nibble_tables(map: AffineMap) -> NibbleTables {
 const SBOX_INPUT: NibbleTables = nibble_tables(AffineMap::SboxInput);
 const SBOX_OUTPUT: NibbleTables = nibble_tables(AffineMap::SboxOutput);
 
+/// An affine map f as GF2P8AFFINEQB takes it: bit i of f(x) is the parity of
+/// `matrix` byte 7 - i AND x, plus bit i of `constant`.
+struct GfniAffine {
+    matrix: u64,
+    constant: u8,
+}
+
+/// GFNI's form of SBOX_INPUT, or with `after_inverse` of the map that takes the
+/// inverse in AES's field (which GF2P8AFFINEINVQB computes before its affine map)
+/// to SM4's S-box output: A·T⁻¹·w + C, as S(x) = A·T⁻¹·inv'(SBOX_INPUT(x)) + C.
+const fn gfni_affine(after_inverse: bool) -> GfniAffine {
+    const fn map(after_inverse: bool, x: u8) -> u8 {
+        if after_inverse {
+            circulant_mul(SM4_AFFINE_ROW, AES_FIELD_TO_SM4[x as usize]) ^ SM4_AFFINE_CONST
+        } else {
+            apply_affine(AffineMap::SboxInput, x)
+        }
+    }
+    let constant = map(after_inverse, 0);
+    let mut matrix = 0u64;
+    let mut input_bit = 0;
+    while input_bit < 8 {
+        // Column `input_bit` of the linear part.
+        let column = map(after_inverse, 1 << input_bit) ^ constant;
+        let mut output_bit = 0;
+        while output_bit < 8 {
+            if (column >> output_bit) & 1 != 0 {
+                matrix |= 1 << (8 * (7 - output_bit) + input_bit);
+            }
+            output_bit += 1;
+        }
+        input_bit += 1;
+    }
+    GfniAffine { matrix, constant }
+}
+
+const GFNI_INPUT: GfniAffine = gfni_affine(false);
+const GFNI_OUTPUT: GfniAffine = gfni_affine(true);
+
 // ---------------------------------------------------------------------------
 // Byte shuffles. Blocks live in registers as little-endian 32-bit lanes, each
 // holding one SM4 word, so that rotations act on the lanes.
@@ -446,12 +487,18 @@ const BYTE_SWAP_LANES: [u8; 16] = {
 /// This undoes it (the S-box works on each byte alone, so undoing it after the
 /// output map is the same), then rotates each lane left by `bits`, a multiple of 8:
 /// one PSHUFB for both.
-const fn unshift_rows_rotate_lanes(bits: usize) -> [u8; 16] {
+/// With `undo_shift_rows` false, only the rotation (for the GFNI S-box, which
+/// leaves the bytes in place).
+const fn unshift_rows_rotate_lanes(bits: usize, undo_shift_rows: bool) -> [u8; 16] {
     let mut shift_rows_inverse = [0; 16];
     let mut i = 0;
     while i < 16 {
         let (row, column) = (i % 4, i / 4);
-        let shift_rows_source = row + 4 * ((column + row) % 4);
+        let shift_rows_source = if undo_shift_rows {
+            row + 4 * ((column + row) % 4)
+        } else {
+            i
+        };
         shift_rows_inverse[shift_rows_source] = i as u8;
         i += 1;
     }
@@ -484,6 +531,8 @@ mod x86 {
     #[derive(Clone, Copy)]
     pub(super) struct Kernels {
         avx2: bool,
+        /// GFNI, with AVX2.
+        gfni: bool,
     }
 
     impl Kernels {
@@ -492,8 +541,10 @@ mod x86 {
             static DETECTED: OnceLock<Option<Kernels>> = OnceLock::new();
             *DETECTED.get_or_init(|| {
                 (is_x86_feature_detected!("aes") && is_x86_feature_detected!("ssse3")).then(|| {
+                    let avx2 = is_x86_feature_detected!("avx2");
                     Kernels {
-                        avx2: is_x86_feature_detected!("avx2"),
+                        avx2,
+                        gfni: avx2 && is_x86_feature_detected!("gfni"),
                     }
                 })
             })
@@ -502,12 +553,29 @@ mod x86 {
         /// The same, without the AVX2 kernel.
         #[cfg(test)]
         pub(super) fn without_avx2(self) -> Self {
-            Self { avx2: false }
+            Self {
+                avx2: false,
+                gfni: false,
+            }
+        }
+
+        /// The same, without the GFNI kernel.
+        #[cfg(test)]
+        pub(super) fn without_gfni(self) -> Self {
+            Self {
+                gfni: false,
+                ..self
+            }
         }
 
         #[cfg(test)]
         pub(super) fn has_avx2(self) -> bool {
             self.avx2
+        }
+
+        #[cfg(test)]
+        pub(super) fn has_gfni(self) -> bool {
+            self.gfni
         }
     }
 
@@ -520,6 +588,16 @@ mod x86 {
     /// ECB over whole blocks in place, with `round_keys` in encryption or
     /// decryption order.
     pub(super) fn crypt_blocks(kernels: Kernels, round_keys: &RoundKeys, mut data: &mut [u8]) {
+        if kernels.gfni {
+            let (chunks, rest) = data.as_chunks_mut::<{ 4 * 128 }>();
+            for chunk in chunks {
+                let (sets, _) = chunk.as_chunks_mut::<128>();
+                // SAFETY: `kernels.gfni` is set only where the CPU has GFNI and AVX2.
+                unsafe { avx2::crypt_gfni::<4>(round_keys, sets.try_into().unwrap()) };
+            }
+            crypt_few(kernels, round_keys, rest);
+            return;
+        }
         if kernels.avx2 {
             // Four sets of 8 blocks: fewer sets leave the CPU waiting on latency.
             let (chunks, rest) = data.as_chunks_mut::<{ 4 * 128 }>();
@@ -549,8 +627,9 @@ mod x86 {
         crypt_few(kernels, round_keys, rest);
     }
 
-    /// Up to 16 blocks, padded to 1, 2 or 4 sets: one set takes about as long as
-    /// two, since the CPU waits on latency, and four not much longer.
+    /// Up to 16 blocks (32 with GFNI), padded to 1, 2 or 4 sets: one set takes
+    /// about as long as two, since the CPU waits on latency, and four not much
+    /// longer.
     fn crypt_few(kernels: Kernels, round_keys: &RoundKeys, data: &mut [u8]) {
         fn padded<const SETS: usize>(_: Kernels, round_keys: &RoundKeys, data: &mut [u8]) {
             let mut sets = [[0u8; 64]; SETS];
@@ -559,6 +638,25 @@ mod x86 {
             unsafe { sse::crypt::<SETS>(round_keys, &mut sets) };
             data.copy_from_slice(&sets.as_flattened()[..data.len()]);
             sets.zeroize();
+        }
+        fn padded_gfni<const SETS: usize>(_: Kernels, round_keys: &RoundKeys, data: &mut [u8]) {
+            let mut sets = [[0u8; 128]; SETS];
+            sets.as_flattened_mut()[..data.len()].copy_from_slice(data);
+            // SAFETY: called only when `kernels.gfni`, set only where the CPU has
+            // GFNI and AVX2.
+            unsafe { avx2::crypt_gfni::<SETS>(round_keys, &mut sets) };
+            data.copy_from_slice(&sets.as_flattened()[..data.len()]);
+            sets.zeroize();
+        }
+        if kernels.gfni {
+            match data.len().div_ceil(128) {
+                0 => {}
+                1 => padded_gfni::<1>(kernels, round_keys, data),
+                2 => padded_gfni::<2>(kernels, round_keys, data),
+                3 | 4 => padded_gfni::<4>(kernels, round_keys, data),
+                _ => unreachable!("{} bytes are more than 32 blocks", data.len()),
+            }
+            return;
         }
         match data.len().div_ceil(64) {
             0 => {}
@@ -642,10 +740,18 @@ mod x86 {
 
     /// Undo ShiftRows and rotate the lanes left by 0, 8, 16 and 24 bits.
     const UNSHIFT_ROTATE: [[u8; 16]; 4] = [
-        unshift_rows_rotate_lanes(0),
-        unshift_rows_rotate_lanes(8),
-        unshift_rows_rotate_lanes(16),
-        unshift_rows_rotate_lanes(24),
+        unshift_rows_rotate_lanes(0, true),
+        unshift_rows_rotate_lanes(8, true),
+        unshift_rows_rotate_lanes(16, true),
+        unshift_rows_rotate_lanes(24, true),
+    ];
+
+    /// Rotate the lanes left by 0, 8, 16 and 24 bits.
+    const ROTATE: [[u8; 16]; 4] = [
+        unshift_rows_rotate_lanes(0, false),
+        unshift_rows_rotate_lanes(8, false),
+        unshift_rows_rotate_lanes(16, false),
+        unshift_rows_rotate_lanes(24, false),
     ];
 
     #[inline]
@@ -822,8 +928,11 @@ mod x86 {
             input_high: __m256i,
             output_low: __m256i,
             output_high: __m256i,
+            /// UNSHIFT_ROTATE after AESENCLAST, ROTATE after GFNI.
             unshift_rotate: [__m256i; 4],
             byte_swap: __m256i,
+            gfni_input: __m256i,
+            gfni_output: __m256i,
         }
 
         /// `bytes` in both halves.
@@ -836,18 +945,24 @@ mod x86 {
         impl Constants {
             #[inline]
             #[target_feature(enable = "avx2")]
-            fn new() -> Self {
+            fn new(gfni: bool) -> Self {
                 Self {
                     low_nibbles: _mm256_set1_epi8(0x0f),
                     input_low: vector256(SBOX_INPUT.low),
                     input_high: vector256(SBOX_INPUT.high),
                     output_low: vector256(SBOX_OUTPUT.low),
                     output_high: vector256(SBOX_OUTPUT.high),
-                    unshift_rotate: UNSHIFT_ROTATE.map(|p| vector256(p)),
+                    unshift_rotate: if gfni { ROTATE } else { UNSHIFT_ROTATE }
+                        .map(|p| vector256(p)),
                     byte_swap: vector256(BYTE_SWAP_LANES),
+                    gfni_input: _mm256_set1_epi64x(GFNI_INPUT.matrix as i64),
+                    gfni_output: _mm256_set1_epi64x(GFNI_OUTPUT.matrix as i64),
                 }
             }
         }
+
+        const GFNI_INPUT_CONSTANT: i32 = GFNI_INPUT.constant as i32;
+        const GFNI_OUTPUT_CONSTANT: i32 = GFNI_OUTPUT.constant as i32;
 
         #[inline]
         #[target_feature(enable = "avx2")]
@@ -860,15 +975,49 @@ mod x86 {
             )
         }
 
-        /// As `sse::round`.
+        /// SM4's S-box on every byte, ShiftRows still applied.
         #[inline]
         #[target_feature(enable = "aes,avx2")]
-        fn round(x0: __m256i, mixed: __m256i, c: &Constants) -> __m256i {
-            let aes_input = affine(mixed, c.input_low, c.input_high, c);
+        fn sbox_shifted(x: __m256i, c: &Constants) -> __m256i {
+            let aes_input = affine(x, c.input_low, c.input_high, c);
             let zero = _mm_setzero_si128();
             let low = _mm_aesenclast_si128(_mm256_castsi256_si128(aes_input), zero);
             let high = _mm_aesenclast_si128(_mm256_extracti128_si256::<1>(aes_input), zero);
-            let output = affine(_mm256_set_m128i(high, low), c.output_low, c.output_high, c);
+            affine(_mm256_set_m128i(high, low), c.output_low, c.output_high, c)
+        }
+
+        /// SM4's S-box on every byte, in place.
+        #[inline]
+        #[target_feature(enable = "gfni,avx2")]
+        fn sbox_gfni(x: __m256i, c: &Constants) -> __m256i {
+            let aes_input = _mm256_gf2p8affine_epi64_epi8::<GFNI_INPUT_CONSTANT>(x, c.gfni_input);
+            _mm256_gf2p8affineinv_epi64_epi8::<GFNI_OUTPUT_CONSTANT>(aes_input, c.gfni_output)
+        }
+
+        /// As `sse::round`, with the S-box on AES-NI or (`GFNI`) on GFNI.
+        ///
+        /// # Safety
+        /// The CPU has AVX2, and AES-NI or GFNI.
+        #[inline(always)]
+        unsafe fn round<const GFNI: bool>(x0: __m256i, mixed: __m256i, c: &Constants) -> __m256i {
+            // SAFETY: the caller vouches for the features.
+            unsafe {
+                round_after_sbox(
+                    x0,
+                    if GFNI {
+                        sbox_gfni(mixed, c)
+                    } else {
+                        sbox_shifted(mixed, c)
+                    },
+                    c,
+                )
+            }
+        }
+
+        /// The rest of the round: the linear map L and the XOR into `x0`.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn round_after_sbox(x0: __m256i, output: __m256i, c: &Constants) -> __m256i {
             let s = _mm256_shuffle_epi8(output, c.unshift_rotate[0]);
             let s8 = _mm256_shuffle_epi8(output, c.unshift_rotate[1]);
             let s16 = _mm256_shuffle_epi8(output, c.unshift_rotate[2]);
@@ -902,44 +1051,65 @@ mod x86 {
             round_keys: &RoundKeys,
             blocks: &mut [[u8; 128]; SETS],
         ) {
-            let c = Constants::new();
-            let mut state: [[__m256i; 4]; SETS] = std::array::from_fn(|set| {
-                transpose(std::array::from_fn(|i| {
-                    let set = &blocks[set];
-                    // SAFETY: bytes 16·i..16·i + 16 and 16·(i + 4)..16·(i + 4) + 16 of
-                    // a [u8; 128].
-                    let pair = unsafe {
-                        _mm256_loadu2_m128i(
+            // SAFETY: AES-NI and AVX2, enabled here.
+            unsafe { crypt_with::<SETS, false>(round_keys, blocks) }
+        }
+
+        /// `crypt` with the S-box on GFNI.
+        #[target_feature(enable = "gfni,avx2")]
+        pub(in super::super) fn crypt_gfni<const SETS: usize>(
+            round_keys: &RoundKeys,
+            blocks: &mut [[u8; 128]; SETS],
+        ) {
+            // SAFETY: GFNI and AVX2, enabled here.
+            unsafe { crypt_with::<SETS, true>(round_keys, blocks) }
+        }
+
+        /// # Safety
+        /// As `round`.
+        #[inline(always)]
+        unsafe fn crypt_with<const SETS: usize, const GFNI: bool>(
+            round_keys: &RoundKeys,
+            blocks: &mut [[u8; 128]; SETS],
+        ) {
+            // SAFETY: the caller vouches for AVX2 and the S-box's features; the loads
+            // and stores are of bytes 16·i..16·i + 16 and 16·(i + 4)..16·(i + 4) + 16
+            // of a [u8; 128].
+            unsafe {
+                let c = Constants::new(GFNI);
+                let mut state: [[__m256i; 4]; SETS] = std::array::from_fn(|set| {
+                    transpose(std::array::from_fn(|i| {
+                        let set = &blocks[set];
+                        let pair = _mm256_loadu2_m128i(
                             set[16 * (i + 4)..].as_ptr().cast(),
                             set[16 * i..].as_ptr().cast(),
-                        )
-                    };
-                    _mm256_shuffle_epi8(pair, c.byte_swap)
-                }))
-            });
-            for four_keys in round_keys.as_chunks::<4>().0 {
-                for (i, &round_key) in four_keys.iter().enumerate() {
-                    let round_key = _mm256_set1_epi32(round_key as i32);
-                    for x in &mut state {
-                        let older = _mm256_xor_si256(x[(i + 1) % 4], x[(i + 2) % 4]);
-                        let mixed =
-                            _mm256_xor_si256(_mm256_xor_si256(older, round_key), x[(i + 3) % 4]);
-                        x[i] = round(x[i], mixed, &c);
+                        );
+                        _mm256_shuffle_epi8(pair, c.byte_swap)
+                    }))
+                });
+                for four_keys in round_keys.as_chunks::<4>().0 {
+                    for (i, &round_key) in four_keys.iter().enumerate() {
+                        let round_key = _mm256_set1_epi32(round_key as i32);
+                        for x in &mut state {
+                            let older = _mm256_xor_si256(x[(i + 1) % 4], x[(i + 2) % 4]);
+                            let mixed = _mm256_xor_si256(
+                                _mm256_xor_si256(older, round_key),
+                                x[(i + 3) % 4],
+                            );
+                            x[i] = round::<GFNI>(x[i], mixed, &c);
+                        }
                     }
                 }
-            }
-            for (set, x) in state.iter().enumerate() {
-                for (i, row) in transpose([x[3], x[2], x[1], x[0]]).into_iter().enumerate() {
-                    let pair = _mm256_shuffle_epi8(row, c.byte_swap);
-                    let set = &mut blocks[set];
-                    // SAFETY: as for the loads.
-                    unsafe {
+                for (set, x) in state.iter().enumerate() {
+                    for (i, row) in transpose([x[3], x[2], x[1], x[0]]).into_iter().enumerate() {
+                        let pair = _mm256_shuffle_epi8(row, c.byte_swap);
+                        let set = &mut blocks[set];
                         _mm256_storeu2_m128i(
                             set[16 * (i + 4)..].as_mut_ptr().cast(),
                             set[16 * i..].as_mut_ptr().cast(),
                             pair,
-                        )
-                    };
+                        );
+                    }
                 }
             }
         }
@@ -986,9 +1156,14 @@ mod tests {
             Some(kernels) => {
                 engines.push(("AES-NI", Sm4Fast::aes_ni(key, kernels.without_avx2())));
                 if kernels.has_avx2() {
-                    engines.push(("AES-NI+AVX2", Sm4Fast::aes_ni(key, kernels)));
+                    engines.push(("AES-NI+AVX2", Sm4Fast::aes_ni(key, kernels.without_gfni())));
                 } else {
                     println!("note: no AVX2 on this CPU, not testing that kernel");
+                }
+                if kernels.has_gfni() {
+                    engines.push(("GFNI+AVX2", Sm4Fast::aes_ni(key, kernels)));
+                } else {
+                    println!("note: no GFNI on this CPU, not testing that kernel");
                 }
             }
             None => println!("note: no AES-NI/SSSE3 on this CPU, testing the portable engine only"),
@@ -1033,6 +1208,25 @@ mod tests {
             let aes_output = aes_sbox(by_nibbles(&SBOX_INPUT, x));
             assert_eq!(
                 by_nibbles(&SBOX_OUTPUT, aes_output),
+                STANDARD_SBOX[x as usize],
+                "S({x:#04x})"
+            );
+        }
+    }
+
+    #[test]
+    fn gfni_maps_around_the_field_inverse_give_the_sm4_sbox() {
+        // GF2P8AFFINEQB as the Intel SDM defines it, bit by bit.
+        let affine = |map: &GfniAffine, x: u8| {
+            (0..8).fold(map.constant, |out, bit| {
+                let row = (map.matrix >> (8 * (7 - bit))) as u8;
+                out ^ ((((row & x).count_ones() & 1) as u8) << bit)
+            })
+        };
+        for x in 0..=255u8 {
+            let inverse = gf_inv(affine(&GFNI_INPUT, x), AES_FIELD);
+            assert_eq!(
+                affine(&GFNI_OUTPUT, inverse),
                 STANDARD_SBOX[x as usize],
                 "S({x:#04x})"
             );
