@@ -3,6 +3,8 @@
 //! and the per-stream state that encrypts and decrypts buffer after buffer. No
 //! GStreamer in here; the elements drive it.
 
+use std::ops::Deref;
+
 use crate::compat::aes_cbc::{AesCbc, CbcDecrypter, CbcEncrypter, CbcOptions};
 use crate::compat::qq_tea::{self, QqTea};
 use crate::compat::sm4_ecb::{self, Sm4Ecb};
@@ -274,40 +276,31 @@ impl TrialDecoder {
 
     /// Decrypts the next buffer into `out` with the key among `keys` (the key in
     /// use first) that passes the format's validity check (see `crate::compat`);
-    /// returns that key's index and the length.
-    pub fn decrypt<K: AsRef<ReadyKey>>(
+    /// returns that key's index and the length. `keys` may be anything that
+    /// leads to a `ReadyKey` of this format (`&ReadyKey`, an `Arc` of a holder).
+    pub fn decrypt<K>(
         &mut self,
         keys: &[K],
         input: &[u8],
         out: &mut [u8],
-    ) -> Result<(usize, usize), Invalid> {
+    ) -> Result<(usize, usize), Invalid>
+    where
+        K: Deref<Target: AsRef<ReadyKey>>,
+    {
         match self {
             TrialDecoder::Sm4Ecb => {
                 if !sm4_ecb::is_whole_blocks(input) {
                     return Err(Invalid);
                 }
-                let sm4_keys: Vec<&Sm4Ecb> = keys
-                    .iter()
-                    .filter_map(|key| match &key.as_ref().cipher {
-                        KeyCipher::Sm4Ecb(key) => Some(key),
-                        _ => None,
-                    })
-                    .collect();
-                let index = pick_by_padding(&sm4_keys, |key| key.decrypt_last_block(input))
+                let index = pick_by_padding(keys, |key| sm4(key).decrypt_last_block(input))
                     .ok_or(Invalid)?;
-                Ok((index, sm4_keys[index].decrypt_into(input, out)?))
+                Ok((index, sm4(&keys[index]).decrypt_into(input, out)?))
             }
-            TrialDecoder::QqTea => first_valid(keys, |key| match &key.as_ref().cipher {
+            TrialDecoder::QqTea => first_valid(keys, |key| match &ready(key).cipher {
                 KeyCipher::QqTea(key) => key.decrypt_into(input, out),
                 _ => Err(Invalid),
             }),
-            TrialDecoder::AesCbc(stream) => {
-                let aes_keys: Vec<&AesCbc> = keys
-                    .iter()
-                    .filter_map(|key| key.as_ref().aes_cbc())
-                    .collect();
-                stream.decrypt(&aes_keys, input, out)
-            }
+            TrialDecoder::AesCbc(stream) => stream.decrypt(keys, aes_cbc, input, out),
         }
     }
 
@@ -319,6 +312,24 @@ impl TrialDecoder {
             _ => None,
         }
     }
+}
+
+fn ready<K: Deref<Target: AsRef<ReadyKey>>>(key: &K) -> &ReadyKey {
+    (**key).as_ref()
+}
+
+// A running decoder's keys are all made for its format.
+fn sm4(key: &impl Deref<Target: AsRef<ReadyKey>>) -> &Sm4Ecb {
+    match &ready(key).cipher {
+        KeyCipher::Sm4Ecb(key) => key,
+        _ => unreachable!("an SM4-ECB decoder got a key of another format"),
+    }
+}
+
+fn aes_cbc(key: &impl Deref<Target: AsRef<ReadyKey>>) -> &AesCbc {
+    ready(key)
+        .aes_cbc()
+        .expect("an AES-CBC decoder got a key of another format")
 }
 
 impl AsRef<ReadyKey> for ReadyKey {

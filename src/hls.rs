@@ -375,7 +375,7 @@ mod tests {
         };
         let mut out = vec![0u8; ciphertext.len()];
         let (_, len) = CbcDecrypter::new(options)
-            .decrypt(&[AesCbc::new(key)], ciphertext, &mut out)
+            .decrypt(&[AesCbc::new(key)], |key| key, ciphertext, &mut out)
             .unwrap();
         out.truncate(len);
         out

@@ -189,9 +189,10 @@ impl CbcDecrypter {
     /// Decrypts the next buffer of the stream into `out`. With per-buffer padding,
     /// the key is picked by its padding among `keys` (see `pick_by_padding`) and its
     /// index returned with the length; without, only the first key is used.
-    pub fn decrypt<K: AsRef<AesCbc>>(
+    pub fn decrypt<K>(
         &mut self,
         keys: &[K],
+        aes: impl Fn(&K) -> &AesCbc,
         input: &[u8],
         out: &mut [u8],
     ) -> Result<(usize, usize), Invalid> {
@@ -213,14 +214,13 @@ impl CbcDecrypter {
             if input.is_empty() || !input.len().is_multiple_of(BLOCK) {
                 return Err(Invalid);
             }
-            let index =
-                pick_by_padding(keys, |key| decrypt_last_block(key.as_ref(), &chain, input))
-                    .ok_or(Invalid)?;
-            keys[index].as_ref().decrypt(&chain, input, out);
+            let index = pick_by_padding(keys, |key| decrypt_last_block(aes(key), &chain, input))
+                .ok_or(Invalid)?;
+            aes(&keys[index]).decrypt(&chain, input, out);
             let len = pkcs7::unpadded_len(&out[..input.len()]).ok_or(Invalid)?;
             Ok((index, len))
         } else {
-            let key = keys.first().ok_or(Invalid)?.as_ref();
+            let key = aes(keys.first().ok_or(Invalid)?);
             self.held.extend_from_slice(input);
             // The IV is the first 16 bytes of the stream, however they arrive.
             if !self.iv_read {
@@ -259,12 +259,6 @@ impl CbcDecrypter {
                 .map(|len| out[..len].to_vec())
                 .ok_or(Invalid),
         )
-    }
-}
-
-impl AsRef<AesCbc> for AesCbc {
-    fn as_ref(&self) -> &AesCbc {
-        self
     }
 }
 
@@ -333,7 +327,7 @@ mod tests {
                     let mut plain = Vec::new();
                     for buffer in &encrypted {
                         let mut out = vec![0u8; dec.max_output_len(buffer.len())];
-                        match dec.decrypt(&[&key], buffer, &mut out) {
+                        match dec.decrypt(&[&key], |key| key, buffer, &mut out) {
                             Ok((0, len)) => plain.push(out[..len].to_vec()),
                             other => panic!("{options:?}: {other:?}"),
                         }
@@ -376,7 +370,9 @@ mod tests {
             let mut buf = vec![0u8; 64];
             let len = enc.encrypt(key, &input, &mut buf);
             let mut out = vec![0u8; 64];
-            let (index, n) = dec.decrypt(&[&old, &new], &buf[..len], &mut out).unwrap();
+            let (index, n) = dec
+                .decrypt(&[&old, &new], |key| key, &buf[..len], &mut out)
+                .unwrap();
             assert_eq!(index, usize::from(std::ptr::eq(key, &new)), "buffer {i}");
             assert_eq!(&out[..n], &input[..]);
         }
@@ -388,17 +384,20 @@ mod tests {
         let encrypted = encrypt_stream(&key, options(false, true));
         let mut dec = CbcDecrypter::new(options(false, true));
         let mut out = vec![0u8; 256];
-        assert!(dec.decrypt(&[&key], &encrypted[0], &mut out).is_ok());
+        assert!(
+            dec.decrypt(&[&key], |key| key, &encrypted[0], &mut out)
+                .is_ok()
+        );
         // Buffer 1 cut short: invalid. In CBC the damage reaches the first block
         // of buffer 2 and no further: buffer 3 decrypts again.
         assert_eq!(
-            dec.decrypt(&[&key], &encrypted[1][..15], &mut out),
+            dec.decrypt(&[&key], |key| key, &encrypted[1][..15], &mut out),
             Err(Invalid)
         );
-        let _ = dec.decrypt(&[&key], &encrypted[2], &mut out);
+        let _ = dec.decrypt(&[&key], |key| key, &encrypted[2], &mut out);
         let wrong = AesCbc::new(&[9u8; 16]);
         let (index, n) = dec
-            .decrypt(&[&wrong, &key], &encrypted[3], &mut out)
+            .decrypt(&[&wrong, &key], |key| key, &encrypted[3], &mut out)
             .unwrap();
         assert_eq!(index, 1);
         assert_eq!(&out[..n], &buffers()[3][..]);

@@ -14,6 +14,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
+use smallvec::SmallVec;
 
 use super::OnError;
 use crate::codec::{Format, ReadyKey, TrialDecoder};
@@ -62,6 +63,16 @@ struct LiveKey {
     key: ReadyKey,
     replay: Mutex<ReplayWindow>,
 }
+
+impl AsRef<ReadyKey> for LiveKey {
+    fn as_ref(&self) -> &ReadyKey {
+        &self.key
+    }
+}
+
+/// The keys to try on a buffer without a KID, in order: inline while few, so
+/// that a buffer costs no allocation for them.
+type TrialKeys = SmallVec<[Arc<LiveKey>; 4]>;
 
 struct RingEntry {
     text: KeyText,
@@ -205,7 +216,7 @@ impl State {
 
     /// The keys to try on a frame without a KID: the one the stream used last,
     /// then the others, newest first.
-    fn trial_keys(&self) -> Vec<Arc<LiveKey>> {
+    fn trial_keys(&self) -> TrialKeys {
         let current_kid = self.running.as_ref().and_then(|r| r.current_kid);
         let current = current_kid.and_then(|kid| self.live_key(kid));
         let others = self
@@ -998,17 +1009,16 @@ impl StreamDecrypt {
         if keys.is_empty() {
             return Err((DropReason::NoKey, "no key".into()));
         }
-        let ready: Vec<&ReadyKey> = keys.iter().map(|key| &key.key).collect();
         let mut trial = self.trial.lock().unwrap();
         let decoder = trial.as_mut().expect("a decoder for formats without KID");
-        match decoder.decrypt(&ready, input, output) {
-            Ok((index, len)) => Ok((ready[index].kid(), len)),
+        match decoder.decrypt(&keys, input, output) {
+            Ok((index, len)) => Ok((keys[index].key.kid(), len)),
             Err(_) => Err((
                 DropReason::Authentication,
                 format!(
                     "no key ({} tried) decrypts this {}-byte buffer to a valid message \
                      (wrong key, or corrupt data)",
-                    ready.len(),
+                    keys.len(),
                     input.len()
                 ),
             )),
