@@ -20,7 +20,11 @@ use gststreamcrypt::sframe::ParsedFrame;
 
 const SIZES: [usize; 4] = [188, 1200, 16 * 1024, 1024 * 1024];
 /// Each measurement aims at about this long.
-const TARGET: Duration = Duration::from_millis(400);
+const TARGET: Duration = Duration::from_millis(250);
+/// Runs of each pipeline, taken in turn with the others of the same row (floor,
+/// ours, aesenc/aesdec), so that a slow spell of the machine does not favour one
+/// of them; the fastest run counts.
+const ROUNDS: usize = 5;
 
 fn key_for(mode: Mode) -> String {
     let len = match mode {
@@ -95,13 +99,24 @@ fn calibrate(size: usize, mut probe: impl FnMut(usize) -> Duration) -> usize {
     count.clamp(20, 2_000_000)
 }
 
-/// Cost of one buffer through the pipeline: best of three runs.
-fn pipeline_cost(description: &str, template: &[u8]) -> Duration {
-    let count = calibrate(template.len(), |n| run_pipeline(description, template, n));
-    (0..3)
-        .map(|_| run_pipeline(description, template, count) / count as u32)
-        .min()
-        .unwrap()
+/// Cost of one buffer through each pipeline (description and buffer): the fastest
+/// of ROUNDS runs, the pipelines taking turns.
+fn pipeline_costs(pipelines: &[(String, Vec<u8>)]) -> Vec<Duration> {
+    let counts: Vec<usize> = pipelines
+        .iter()
+        .map(|(description, template)| {
+            calibrate(template.len(), |n| run_pipeline(description, template, n))
+        })
+        .collect();
+    let mut best = vec![Duration::MAX; pipelines.len()];
+    for _ in 0..ROUNDS {
+        for (((description, template), &count), best) in
+            pipelines.iter().zip(&counts).zip(&mut best)
+        {
+            *best = (*best).min(run_pipeline(description, template, count) / count as u32);
+        }
+    }
+    best
 }
 
 /// `plaintext` encrypted as streamencrypt does it, for the decrypt runs. The same
@@ -232,7 +247,14 @@ fn ready_key(mode: Mode) -> (String, Format, ReadyKey) {
 }
 
 /// Encrypt and decrypt costs per buffer through `appsrc ! element ! fakesink`.
-fn element_costs(mode: Mode, encrypter: &str, decrypter: &str, plaintext: &[u8]) -> [Duration; 2] {
+/// The encrypting and decrypting pipelines of `mode` with these elements, each
+/// with the buffer it is fed.
+fn element_pipelines(
+    mode: Mode,
+    encrypter: &str,
+    decrypter: &str,
+    plaintext: &[u8],
+) -> [(String, Vec<u8>); 2] {
     let (key_hex, format, key) = ready_key(mode);
     let options = match mode {
         Mode::Aes128Cbc | Mode::Aes256Cbc if encrypter == "aesenc" => {
@@ -246,10 +268,10 @@ fn element_costs(mode: Mode, encrypter: &str, decrypter: &str, plaintext: &[u8])
         ""
     };
     [
-        pipeline_cost(&format!("{encrypter} {options}"), plaintext),
-        pipeline_cost(
-            &format!("{decrypter} {options}{decrypter_options}"),
-            &ciphertext(&format, &key, plaintext),
+        (format!("{encrypter} {options}"), plaintext.to_vec()),
+        (
+            format!("{decrypter} {options}{decrypter_options}"),
+            ciphertext(&format, &key, plaintext),
         ),
     ]
 }
@@ -286,13 +308,14 @@ fn main() {
         .collect();
 
     println!(
-        "streamcrypt throughput: {} cores, best of 3 runs of about {:?} each",
+        "streamcrypt throughput: {} cores, best of {ROUNDS} runs of about {:?} each, \
+         the pipelines of a row taking turns",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         TARGET
     );
     println!(
         "pipelines: appsrc ! <element> ! fakesink sync=false, the source writing each buffer\n\
-         us = microseconds per buffer through the whole pipeline\n\
+         floor = the same with identity; us = microseconds per buffer through the whole pipeline\n\
          MB/s = 10^6 plaintext bytes/s of the element alone (its cost above the floor)\n\
          core = the cipher alone, no GStreamer; openssl = `openssl speed -evp`\n\
          x = ratios: ours/openssl and ours/aesenc (MB/s, higher is better); \
@@ -303,15 +326,6 @@ fn main() {
         .iter()
         .map(|&size| (0..size).map(|i| (i * 31 + 7) as u8).collect())
         .collect();
-    let floors: Vec<Duration> = plaintexts
-        .iter()
-        .map(|plaintext| pipeline_cost("identity", plaintext))
-        .collect();
-    println!("floor: appsrc ! identity ! fakesink");
-    for (size, floor) in sizes.iter().zip(&floors) {
-        println!("  {size:>8} B  {:>8.2} us", us(*floor));
-    }
-
     for mode in modes {
         let (openssl_algorithms, aes_cipher) = references(mode);
         println!(
@@ -325,8 +339,9 @@ fn main() {
             aes_cipher.unwrap_or("none")
         );
         println!(
-            "  {:>8} | {:>8} {:>7} | {:>8} {:>7} | {:>13} | {:>7} | {:>13} | {:>11} | {:>11} | {:>11}",
+            "  {:>8} | {:>5} | {:>8} {:>7} | {:>8} {:>7} | {:>13} | {:>7} | {:>13} | {:>11} | {:>11} | {:>11}",
             "size",
+            "floor",
             "enc us",
             "MB/s",
             "dec us",
@@ -339,20 +354,29 @@ fn main() {
             "cost enc/dec"
         );
         let (_, format, key) = ready_key(mode);
-        for ((&size, plaintext), &floor) in sizes.iter().zip(&plaintexts).zip(&floors) {
-            let [enc, dec] = element_costs(mode, "streamencrypt", "streamdecrypt", plaintext);
-            let (core_enc, core_dec) = core_costs(&format, &key, size);
-            let openssl = (!openssl_algorithms.is_empty())
-                .then(|| openssl_speed(openssl_algorithms, size))
-                .flatten();
-            let aes = aes_cipher.map(|cipher| {
+        for (&size, plaintext) in sizes.iter().zip(&plaintexts) {
+            let mut pipelines = vec![("identity".to_string(), plaintext.clone())];
+            pipelines.extend(element_pipelines(
+                mode,
+                "streamencrypt",
+                "streamdecrypt",
+                plaintext,
+            ));
+            if let Some(cipher) = aes_cipher {
                 let cbc_mode = if cipher == "aes-256-cbc" {
                     Mode::Aes256Cbc
                 } else {
                     Mode::Aes128Cbc
                 };
-                element_costs(cbc_mode, "aesenc", "aesdec", plaintext)
-            });
+                pipelines.extend(element_pipelines(cbc_mode, "aesenc", "aesdec", plaintext));
+            }
+            let costs = pipeline_costs(&pipelines);
+            let (floor, enc, dec) = (costs[0], costs[1], costs[2]);
+            let aes = (costs.len() == 5).then(|| [costs[3], costs[4]]);
+            let (core_enc, core_dec) = core_costs(&format, &key, size);
+            let openssl = (!openssl_algorithms.is_empty())
+                .then(|| openssl_speed(openssl_algorithms, size))
+                .flatten();
             let enc_mbps = mbps(size, marginal(enc, floor));
             let dec_mbps = mbps(size, marginal(dec, floor));
             let aes_mbps = aes.map(|[e, d]| {
@@ -362,8 +386,9 @@ fn main() {
                 )
             });
             println!(
-                "  {:>8} | {:>8.2} {:>7.0} | {:>8.2} {:>7.0} | {:>13} | {:>7} | {:>13} | {:>11} | {:>11} | {:>11}",
+                "  {:>8} | {:>5.2} | {:>8.2} {:>7.0} | {:>8.2} {:>7.0} | {:>13} | {:>7} | {:>13} | {:>11} | {:>11} | {:>11}",
                 size,
+                us(floor),
                 us(enc),
                 enc_mbps,
                 us(dec),

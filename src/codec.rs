@@ -3,7 +3,7 @@
 //! and the per-stream state that encrypts and decrypts buffer after buffer. No
 //! GStreamer in here; the elements drive it.
 
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 
 use crate::compat::aes_cbc::{AesCbc, CbcDecrypter, CbcEncrypter, CbcOptions};
 use crate::compat::qq_tea::{self, QqTea};
@@ -63,6 +63,13 @@ impl Format {
                 ..
             }
         )
+    }
+
+    /// Whether a buffer decrypts where it lies: its plaintext fits in its
+    /// ciphertext, and keys are tried without writing. All but QQ TEA, whose trial
+    /// writes, and aesenc's unpadded stream.
+    pub fn decrypts_in_place(&self) -> bool {
+        !matches!(self, Format::QqTea) && self.decrypts_per_buffer()
     }
 
     /// The format's code in a `framing=stream` header (`crate::framing`): the SFrame
@@ -301,6 +308,34 @@ impl TrialDecoder {
                 _ => Err(Invalid),
             }),
             TrialDecoder::AesCbc(stream) => stream.decrypt(keys, aes_cbc, input, out),
+        }
+    }
+
+    /// `decrypt` where `data` lies, for the formats that `decrypts_in_place`:
+    /// returns the key's index and where the plaintext is in `data`; `None` for
+    /// the others.
+    pub fn decrypt_in_place<K>(
+        &mut self,
+        keys: &[K],
+        data: &mut [u8],
+    ) -> Option<Result<(usize, Range<usize>), Invalid>>
+    where
+        K: Deref<Target: AsRef<ReadyKey>>,
+    {
+        match self {
+            TrialDecoder::Sm4Ecb => Some((|| {
+                if !sm4_ecb::is_whole_blocks(data) {
+                    return Err(Invalid);
+                }
+                let index = pick_by_padding(keys, |key| sm4(key).decrypt_last_block(data))
+                    .ok_or(Invalid)?;
+                let len = sm4(&keys[index]).decrypt_in_place(data)?;
+                Ok((index, 0..len))
+            })()),
+            TrialDecoder::AesCbc(stream) if stream.per_buffer_padding() => {
+                Some(stream.decrypt_in_place(keys, aes_cbc, data))
+            }
+            _ => None,
         }
     }
 

@@ -116,9 +116,39 @@ impl AesCbc {
         let out = &mut out[..ciphertext.len()];
         match &self.engine {
             #[cfg(target_arch = "x86_64")]
-            Engine::AesNi(schedule) => schedule.decrypt(chain, ciphertext, out),
-            Engine::Portable128(key) => decrypt_portable(&**key, chain, ciphertext, out),
-            Engine::Portable256(key) => decrypt_portable(&**key, chain, ciphertext, out),
+            Engine::AesNi(schedule) => {
+                // SAFETY: both hold `ciphertext.len()` bytes, whole blocks.
+                unsafe {
+                    schedule.decrypt(
+                        chain,
+                        ciphertext.as_ptr(),
+                        out.as_mut_ptr(),
+                        ciphertext.len() / BLOCK_LEN,
+                    )
+                }
+            }
+            _ => {
+                out.copy_from_slice(ciphertext);
+                self.decrypt_in_place(chain, out);
+            }
+        }
+    }
+
+    /// Like `decrypt`, where the ciphertext lies.
+    ///
+    /// # Panics
+    /// If `data` is not whole blocks.
+    pub fn decrypt_in_place(&self, chain: &RawBlock, data: &mut [u8]) {
+        assert_whole_blocks(data.len());
+        match &self.engine {
+            #[cfg(target_arch = "x86_64")]
+            Engine::AesNi(schedule) => {
+                let at = data.as_mut_ptr();
+                // SAFETY: `data` is whole blocks, read and written through one pointer.
+                unsafe { schedule.decrypt(chain, at, at, data.len() / BLOCK_LEN) }
+            }
+            Engine::Portable128(key) => decrypt_portable(&**key, chain, data),
+            Engine::Portable256(key) => decrypt_portable(&**key, chain, data),
         }
     }
 }
@@ -143,21 +173,26 @@ fn encrypt_portable(
     }
 }
 
+/// In place, 8 blocks at a time (the crate runs them in parallel), each group's
+/// ciphertext kept aside for the XOR.
 fn decrypt_portable(
     key: &impl BlockCipherDecrypt<BlockSize = aes::cipher::consts::U16>,
     chain: &RawBlock,
-    ciphertext: &[u8],
-    out: &mut [u8],
+    data: &mut [u8],
 ) {
-    out.copy_from_slice(ciphertext);
-    // Every block at once (the crate runs them in parallel), then the XOR.
-    key.decrypt_blocks(Block::<Aes128>::slice_as_chunks_mut(out).0);
-    let previous = std::iter::once(&chain[..]).chain(ciphertext.chunks_exact(BLOCK_LEN));
-    for (block, previous) in out.chunks_exact_mut(BLOCK_LEN).zip(previous) {
-        xor_into(
-            block.try_into().expect("one block"),
-            previous.try_into().expect("one block"),
-        );
+    let mut previous = *chain;
+    for group in data.chunks_mut(8 * BLOCK_LEN) {
+        let mut ciphertext = [0u8; 8 * BLOCK_LEN];
+        let ciphertext = &mut ciphertext[..group.len()];
+        ciphertext.copy_from_slice(group);
+        key.decrypt_blocks(Block::<Aes128>::slice_as_chunks_mut(group).0);
+        for (block, ciphertext) in group
+            .chunks_exact_mut(BLOCK_LEN)
+            .zip(ciphertext.chunks_exact(BLOCK_LEN))
+        {
+            xor_into(block.try_into().expect("one block"), &previous);
+            previous.copy_from_slice(ciphertext);
+        }
     }
 }
 
@@ -178,31 +213,50 @@ mod x86 {
     /// checking the CPU, so holding one makes the kernels safe to call.
     pub(super) struct Schedule {
         rounds: usize,
+        /// Whether the CPU has VAES with AVX-512: decryption then runs four blocks
+        /// per instruction.
+        vaes: bool,
         encrypt: [RawBlock; 15],
         /// In the order decryption uses them, the middle ones through
         /// InvMixColumns (the "equivalent inverse cipher" of FIPS 197).
         decrypt: [RawBlock; 15],
     }
 
-    fn has_aes_ni() -> bool {
-        static DETECTED: OnceLock<bool> = OnceLock::new();
-        *DETECTED.get_or_init(|| is_x86_feature_detected!("aes"))
+    /// AES-NI, and VAES with AVX-512; CPUID is asked once.
+    fn detect() -> (bool, bool) {
+        static DETECTED: OnceLock<(bool, bool)> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            let aes_ni = is_x86_feature_detected!("aes");
+            let vaes =
+                aes_ni && is_x86_feature_detected!("vaes") && is_x86_feature_detected!("avx512f");
+            (aes_ni, vaes)
+        })
     }
 
     impl Schedule {
         /// The schedule for a 16- or 32-byte key; `None` without AES-NI.
         pub(super) fn new(key: &[u8]) -> Option<Box<Self>> {
-            if !has_aes_ni() {
+            let (aes_ni, vaes) = detect();
+            if !aes_ni {
                 return None;
             }
             let mut schedule = Box::new(Schedule {
                 rounds: if key.len() == 16 { 10 } else { 14 },
+                vaes,
                 encrypt: [[0; BLOCK_LEN]; 15],
                 decrypt: [[0; BLOCK_LEN]; 15],
             });
             // SAFETY: the CPU has AES-NI (checked above).
             unsafe { expand(key, &mut schedule) };
             Some(schedule)
+        }
+
+        /// The same schedule without the VAES kernel.
+        #[cfg(test)]
+        pub(super) fn without_vaes(mut self: Box<Self>) -> Option<Box<Self>> {
+            let had = self.vaes;
+            self.vaes = false;
+            had.then_some(self)
         }
 
         /// # Safety
@@ -224,12 +278,22 @@ mod x86 {
             }
         }
 
-        pub(super) fn decrypt(&self, chain: &RawBlock, ciphertext: &[u8], out: &mut [u8]) {
+        /// # Safety
+        /// `input` and `out` hold `blocks` blocks (they may be the same).
+        pub(super) unsafe fn decrypt(
+            &self,
+            chain: &RawBlock,
+            input: *const u8,
+            out: *mut u8,
+            blocks: usize,
+        ) {
             // SAFETY: as in `encrypt`.
             unsafe {
-                match self.rounds {
-                    10 => decrypt_cbc::<10>(&self.decrypt, chain, ciphertext, out),
-                    _ => decrypt_cbc::<14>(&self.decrypt, chain, ciphertext, out),
+                match (self.rounds, self.vaes) {
+                    (10, true) => decrypt_cbc_vaes::<10>(&self.decrypt, chain, input, out, blocks),
+                    (_, true) => decrypt_cbc_vaes::<14>(&self.decrypt, chain, input, out, blocks),
+                    (10, false) => decrypt_cbc::<10>(&self.decrypt, chain, input, out, blocks),
+                    (_, false) => decrypt_cbc::<14>(&self.decrypt, chain, input, out, blocks),
                 }
             }
         }
@@ -403,39 +467,110 @@ mod x86 {
     /// Blocks decrypted at once: enough to cover the latency of AESDEC.
     const LANES: usize = 8;
 
+    /// # Safety
+    /// AES-NI; `input` and `out` hold `blocks` blocks (they may be the same: each
+    /// group of blocks is read before it is written, and never after).
     #[target_feature(enable = "aes,sse2")]
     unsafe fn decrypt_cbc<const ROUNDS: usize>(
         raw_keys: &[RawBlock; 15],
         chain: &RawBlock,
-        ciphertext: &[u8],
-        out: &mut [u8],
+        input: *const u8,
+        out: *mut u8,
+        blocks: usize,
     ) {
-        // SAFETY: SSE2 is part of x86_64; `chain` is one block.
+        // SAFETY (all): `chain` is one block; the groups lie below `blocks`, as the
+        // caller vouches.
         let keys = unsafe { load_keys::<ROUNDS>(raw_keys) };
-        let mut previous = unsafe { load(chain) };
-        let mut groups = ciphertext.chunks_exact(LANES * BLOCK_LEN);
-        let mut out_groups = out.chunks_exact_mut(LANES * BLOCK_LEN);
-        for (group, out_group) in (&mut groups).zip(&mut out_groups) {
-            // SAFETY: both are LANES blocks; AES-NI as the caller vouches.
+        unsafe { decrypt_from::<ROUNDS>(&keys, load(chain), input, out, blocks) }
+    }
+
+    /// `decrypt_cbc` with round keys in registers, chained from `previous`.
+    ///
+    /// # Safety
+    /// As `decrypt_cbc`.
+    #[inline(always)]
+    unsafe fn decrypt_from<const ROUNDS: usize>(
+        keys: &[__m128i; 15],
+        mut previous: __m128i,
+        input: *const u8,
+        out: *mut u8,
+        blocks: usize,
+    ) {
+        let mut at = 0;
+        while at + LANES <= blocks {
+            let offset = at * BLOCK_LEN;
+            // SAFETY: blocks below `blocks`, as the caller vouches.
             previous = unsafe {
-                decrypt_lanes::<ROUNDS, LANES>(
-                    &keys,
-                    previous,
-                    group.as_ptr(),
-                    out_group.as_mut_ptr(),
-                )
+                decrypt_lanes::<ROUNDS, LANES>(keys, previous, input.add(offset), out.add(offset))
             };
+            at += LANES;
         }
-        let tail = groups.remainder();
-        let out_tail = out_groups.into_remainder();
-        for (block, out_block) in tail
-            .chunks_exact(BLOCK_LEN)
-            .zip(out_tail.chunks_exact_mut(BLOCK_LEN))
-        {
-            // SAFETY: both are one block.
+        while at < blocks {
+            let offset = at * BLOCK_LEN;
+            // SAFETY: as above.
             previous = unsafe {
-                decrypt_lanes::<ROUNDS, 1>(&keys, previous, block.as_ptr(), out_block.as_mut_ptr())
+                decrypt_lanes::<ROUNDS, 1>(keys, previous, input.add(offset), out.add(offset))
             };
+            at += 1;
+        }
+    }
+
+    /// Blocks per step of the VAES kernel: four 512-bit registers of four blocks.
+    const WIDE_BLOCKS: usize = 16;
+
+    /// `decrypt_cbc` with VAES on 512-bit registers, 16 blocks a step; the
+    /// remaining blocks go to the 128-bit kernel.
+    ///
+    /// # Safety
+    /// As `decrypt_cbc`, and the CPU has VAES and AVX-512F.
+    #[target_feature(enable = "vaes,avx512f,aes,sse2")]
+    unsafe fn decrypt_cbc_vaes<const ROUNDS: usize>(
+        raw_keys: &[RawBlock; 15],
+        chain: &RawBlock,
+        input: *const u8,
+        out: *mut u8,
+        blocks: usize,
+    ) {
+        // SAFETY (all): `chain` is one block; the steps lie below `blocks`, as the
+        // caller vouches; every register is loaded before any is stored.
+        let keys = unsafe { load_keys::<ROUNDS>(raw_keys) };
+        let wide_keys = keys.map(|key| _mm512_broadcast_i32x4(key));
+        // Only its last block matters: the ciphertext before the first block.
+        let mut last = _mm512_broadcast_i32x4(unsafe { load(chain) });
+        let mut at = 0;
+        while at + WIDE_BLOCKS <= blocks {
+            let offset = at * BLOCK_LEN;
+            let ciphertext: [__m512i; 4] = std::array::from_fn(|i| unsafe {
+                _mm512_loadu_si512(input.add(offset + 64 * i).cast())
+            });
+            let mut state = ciphertext.map(|c| _mm512_xor_si512(c, wide_keys[0]));
+            for key in &wide_keys[1..ROUNDS] {
+                for lane in &mut state {
+                    *lane = _mm512_aesdec_epi128(*lane, *key);
+                }
+            }
+            for (i, lane) in state.into_iter().enumerate() {
+                // Each block's predecessor: the register shifted back by one block,
+                // the block before it coming from the register before.
+                let before = if i == 0 { last } else { ciphertext[i - 1] };
+                let previous = _mm512_alignr_epi64::<6>(ciphertext[i], before);
+                let last_key = _mm512_xor_si512(wide_keys[ROUNDS], previous);
+                let plain = _mm512_aesdeclast_epi128(lane, last_key);
+                unsafe { _mm512_storeu_si512(out.add(offset + 64 * i).cast(), plain) };
+            }
+            last = ciphertext[3];
+            at += WIDE_BLOCKS;
+        }
+        let previous = _mm512_extracti32x4_epi32::<3>(last);
+        let offset = at * BLOCK_LEN;
+        unsafe {
+            decrypt_from::<ROUNDS>(
+                &keys,
+                previous,
+                input.add(offset),
+                out.add(offset),
+                blocks - at,
+            )
         }
     }
 
@@ -492,6 +627,16 @@ mod tests {
                     engine: Engine::AesNi(schedule),
                 },
             ));
+        }
+        #[cfg(target_arch = "x86_64")]
+        match x86::Schedule::new(key).and_then(|schedule| schedule.without_vaes()) {
+            Some(schedule) => engines.push((
+                "aes-ni without vaes",
+                AesCbc {
+                    engine: Engine::AesNi(schedule),
+                },
+            )),
+            None => println!("note: no VAES/AVX-512 on this CPU, only the 128-bit kernel runs"),
         }
         engines
     }
@@ -577,6 +722,9 @@ mod tests {
                 let mut decrypted = vec![0u8; whole.len() + 5];
                 cipher.decrypt(&iv, &whole, &mut decrypted);
                 assert_eq!(decrypted[..whole.len()], plaintext[..], "{name}");
+                let mut in_place = whole.clone();
+                cipher.decrypt_in_place(&iv, &mut in_place);
+                assert_eq!(in_place, plaintext, "{name}: in place");
                 results.push((whole, chain));
             }
             assert!(

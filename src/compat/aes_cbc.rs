@@ -22,6 +22,8 @@
 
 pub use crate::cipher::aes_cbc::AesCbc;
 
+use std::ops::Range;
+
 use super::{Invalid, pick_by_padding, pkcs7};
 
 const BLOCK: usize = pkcs7::BLOCK;
@@ -181,6 +183,11 @@ impl CbcDecrypter {
         }
     }
 
+    /// Whether every buffer carries its own padding (`per-buffer-padding`).
+    pub fn per_buffer_padding(&self) -> bool {
+        self.options.per_buffer_padding
+    }
+
     /// Most bytes `decrypt` writes for `input_len` bytes in.
     pub fn max_output_len(&self, input_len: usize) -> usize {
         input_len + self.held.len()
@@ -198,24 +205,8 @@ impl CbcDecrypter {
     ) -> Result<(usize, usize), Invalid> {
         self.started = true;
         if self.options.per_buffer_padding {
-            // aesenc sends the IV with the first buffer's ciphertext.
-            let mut input = input;
-            if !self.iv_read {
-                self.iv_read = true;
-                let (iv, rest) = input.split_at_checked(BLOCK).ok_or(Invalid)?;
-                self.chain.copy_from_slice(iv);
-                input = rest;
-            }
-            let chain = self.chain;
-            // Whatever the outcome, the next buffer chains to this one's last block.
-            if let Some(last) = input.len().checked_sub(BLOCK) {
-                self.chain.copy_from_slice(&input[last..]);
-            }
-            if input.is_empty() || !input.len().is_multiple_of(BLOCK) {
-                return Err(Invalid);
-            }
-            let index = pick_by_padding(keys, |key| decrypt_last_block(aes(key), &chain, input))
-                .ok_or(Invalid)?;
+            let (start, chain, index) = self.begin_padded_buffer(keys, &aes, input)?;
+            let input = &input[start..];
             aes(&keys[index]).decrypt(&chain, input, out);
             let len = pkcs7::unpadded_len(&out[..input.len()]).ok_or(Invalid)?;
             Ok((index, len))
@@ -240,6 +231,61 @@ impl CbcDecrypter {
             self.held.drain(..ready);
             Ok((0, ready))
         }
+    }
+
+    /// With per-buffer padding, `decrypt` where the buffer lies: returns the key's
+    /// index and where in `data` the plaintext is.
+    ///
+    /// # Panics
+    /// Without per-buffer padding (its output does not line up with its input).
+    pub fn decrypt_in_place<K>(
+        &mut self,
+        keys: &[K],
+        aes: impl Fn(&K) -> &AesCbc,
+        data: &mut [u8],
+    ) -> Result<(usize, Range<usize>), Invalid> {
+        assert!(
+            self.options.per_buffer_padding,
+            "in place needs per-buffer padding"
+        );
+        self.started = true;
+        let (start, chain, index) = self.begin_padded_buffer(keys, &aes, data)?;
+        let ciphertext = &mut data[start..];
+        aes(&keys[index]).decrypt_in_place(&chain, ciphertext);
+        let len = pkcs7::unpadded_len(ciphertext).ok_or(Invalid)?;
+        Ok((index, start..start + len))
+    }
+
+    /// The checks before a buffer with its own padding is decrypted: takes the
+    /// IV if the buffer starts with it, moves the chain on to the buffer's last
+    /// block, checks the length and picks the key. Returns where the ciphertext
+    /// starts, the chain to decrypt it from and the key's index.
+    fn begin_padded_buffer<K>(
+        &mut self,
+        keys: &[K],
+        aes: &impl Fn(&K) -> &AesCbc,
+        input: &[u8],
+    ) -> Result<(usize, [u8; BLOCK], usize), Invalid> {
+        let mut start = 0;
+        // aesenc sends the IV with the first buffer's ciphertext.
+        if !self.iv_read {
+            self.iv_read = true;
+            let iv = input.get(..BLOCK).ok_or(Invalid)?;
+            self.chain.copy_from_slice(iv);
+            start = BLOCK;
+        }
+        let ciphertext = &input[start..];
+        let chain = self.chain;
+        // Whatever the outcome, the next buffer chains to this one's last block.
+        if let Some(last) = ciphertext.len().checked_sub(BLOCK) {
+            self.chain.copy_from_slice(&ciphertext[last..]);
+        }
+        if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(BLOCK) {
+            return Err(Invalid);
+        }
+        let index = pick_by_padding(keys, |key| decrypt_last_block(aes(key), &chain, ciphertext))
+            .ok_or(Invalid)?;
+        Ok((start, chain, index))
     }
 
     /// At EOS without per-buffer padding: the plaintext of the held-back last
@@ -341,6 +387,22 @@ mod tests {
                         assert_eq!(plain.concat(), buffers().concat(), "{options:?}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn in_place_decrypts_as_into_a_new_buffer() {
+        for serialize_iv in [false, true] {
+            let key = AesCbc::new(&[3u8; 32]);
+            let options = options(serialize_iv, true);
+            let encrypted = encrypt_stream(&key, options);
+            let mut dec = CbcDecrypter::new(options);
+            for (buffer, plain) in encrypted.iter().zip(buffers()) {
+                let mut data = buffer.clone();
+                let (index, range) = dec.decrypt_in_place(&[&key], |key| key, &mut data).unwrap();
+                assert_eq!(index, 0);
+                assert_eq!(data[range], plain[..], "serialize-iv={serialize_iv}");
             }
         }
     }

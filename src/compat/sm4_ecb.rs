@@ -63,8 +63,17 @@ impl Sm4Ecb {
         }
         let out = &mut out[..len];
         out.copy_from_slice(ciphertext);
-        self.cipher.decrypt_blocks(out);
-        pkcs7::unpadded_len(out).ok_or(Invalid)
+        self.decrypt_in_place(out)
+    }
+
+    /// Decrypts `data` where it lies; returns the length of the plaintext at its
+    /// start.
+    pub fn decrypt_in_place(&self, data: &mut [u8]) -> Result<usize, Invalid> {
+        if !is_whole_blocks(data) {
+            return Err(Invalid);
+        }
+        self.cipher.decrypt_blocks(data);
+        pkcs7::unpadded_len(data).ok_or(Invalid)
     }
 }
 

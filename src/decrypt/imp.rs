@@ -3,7 +3,7 @@
 //! anything that does not authenticate. SFrame frames name their key; for the
 //! compatibility formats, which do not, the keys are tried in turn.
 
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -786,6 +786,9 @@ impl BaseTransformImpl for StreamDecrypt {
         let pts = buf.pts();
         let opened = match format {
             Format::Sframe(suite) => self.open_sframe_in_place(suite, buf),
+            _ if format.decrypts_in_place() => {
+                open_in_place(buf, |data| self.open_by_trial_in_place(data))
+            }
             _ => self.open_by_trial_into_new_memory(buf)?,
         };
         match opened {
@@ -825,6 +828,48 @@ impl BaseTransformImpl for StreamDecrypt {
 
 /// Why a buffer was dropped, and what to say about it.
 type Rejection = (DropReason, String);
+
+/// No key of `tried` decrypts a buffer of `len` bytes.
+fn no_key_opens(tried: usize, len: usize) -> Rejection {
+    (
+        DropReason::Authentication,
+        format!(
+            "no key ({tried} tried) decrypts this {len}-byte buffer to a valid message \
+             (wrong key, or corrupt data)"
+        ),
+    )
+}
+
+/// Runs `open` on `buffer`'s bytes, writable, and trims the buffer to the
+/// plaintext range it returns with the KID: on the buffer's only memory when that
+/// can be written (demuxers hand out read-only memory), which costs less than
+/// mapping the buffer.
+fn open_in_place(
+    buffer: &mut gst::BufferRef,
+    mut open: impl FnMut(&mut [u8]) -> Result<(u64, Range<usize>), Rejection>,
+) -> Result<(u64, usize), Rejection> {
+    if buffer.n_memory() == 1
+        && let Ok(memory) = buffer.peek_memory_mut(0)
+    {
+        let opened = match memory.map_writable() {
+            Ok(mut map) => Some(open(&mut map)),
+            Err(_) => None,
+        };
+        if let Some(opened) = opened {
+            let (kid, range) = opened?;
+            let len = range.len();
+            memory.resize(range);
+            return Ok((kid, len));
+        }
+    }
+    let cannot_map = |_| (DropReason::Malformed, "cannot map buffer".to_string());
+    let (kid, range) = open(&mut buffer.map_writable().map_err(cannot_map)?)?;
+    let len = range.len();
+    buffer
+        .resize(range)
+        .map_err(|_| (DropReason::Malformed, "cannot trim buffer".to_string()))?;
+    Ok((kid, len))
+}
 
 impl StreamDecrypt {
     /// Decrypts one buffer (or record) into `outbuf`; `Ok(FlowSuccess::Ok)` when
@@ -916,34 +961,11 @@ impl StreamDecrypt {
         suite: crate::sframe::CipherSuite,
         buffer: &mut gst::BufferRef,
     ) -> Result<(u64, usize), Rejection> {
-        let open = |data: &mut [u8]| {
+        open_in_place(buffer, |data| {
             let (key, header) = self.sframe_key_for(suite, data)?;
             let sframe = key.key.sframe().expect("SFrame key");
             self.sframe_opened(&key, header, sframe.decrypt_in_place(data))
-        };
-        let cannot_map = |_| (DropReason::Malformed, "cannot map buffer".to_string());
-        // Its only memory, mapped and trimmed directly when it can be written
-        // (demuxers hand out read-only memory): cheaper than through the buffer.
-        if buffer.n_memory() == 1
-            && let Ok(memory) = buffer.peek_memory_mut(0)
-        {
-            let opened = match memory.map_writable() {
-                Ok(mut map) => Some(open(&mut map)),
-                Err(_) => None,
-            };
-            if let Some(opened) = opened {
-                let (kid, range) = opened?;
-                let len = range.len();
-                memory.resize(range);
-                return Ok((kid, len));
-            }
-        }
-        let (kid, range) = open(&mut buffer.map_writable().map_err(cannot_map)?)?;
-        let len = range.len();
-        buffer
-            .resize(range)
-            .map_err(|_| (DropReason::Malformed, "cannot trim buffer".to_string()))?;
-        Ok((kid, len))
+        })
     }
 
     /// Before decrypting an SFrame: its header, the key its KID names (asking the
@@ -1013,15 +1035,24 @@ impl StreamDecrypt {
         let decoder = trial.as_mut().expect("a decoder for formats without KID");
         match decoder.decrypt(&keys, input, output) {
             Ok((index, len)) => Ok((keys[index].key.kid(), len)),
-            Err(_) => Err((
-                DropReason::Authentication,
-                format!(
-                    "no key ({} tried) decrypts this {}-byte buffer to a valid message \
-                     (wrong key, or corrupt data)",
-                    keys.len(),
-                    input.len()
-                ),
-            )),
+            Err(_) => Err(no_key_opens(keys.len(), input.len())),
+        }
+    }
+
+    /// `open_by_trial` where the ciphertext lies; returns the KID and where the
+    /// plaintext is.
+    fn open_by_trial_in_place(&self, data: &mut [u8]) -> Result<(u64, Range<usize>), Rejection> {
+        let keys = self.state.lock().unwrap().trial_keys();
+        if keys.is_empty() {
+            return Err((DropReason::NoKey, "no key".into()));
+        }
+        let mut trial = self.trial.lock().unwrap();
+        let decoder = trial.as_mut().expect("a decoder for formats without KID");
+        let len = data.len();
+        match decoder.decrypt_in_place(&keys, data) {
+            Some(Ok((index, range))) => Ok((keys[index].key.kid(), range)),
+            Some(Err(_)) => Err(no_key_opens(keys.len(), len)),
+            None => unreachable!("called only for formats that decrypt in place"),
         }
     }
 
