@@ -533,6 +533,8 @@ mod x86 {
         avx2: bool,
         /// GFNI, with AVX2.
         gfni: bool,
+        /// AVX-512VL, with GFNI: rotations and three-way XORs in one instruction.
+        avx512vl: bool,
     }
 
     impl Kernels {
@@ -542,9 +544,13 @@ mod x86 {
             *DETECTED.get_or_init(|| {
                 (is_x86_feature_detected!("aes") && is_x86_feature_detected!("ssse3")).then(|| {
                     let avx2 = is_x86_feature_detected!("avx2");
+                    let gfni = avx2 && is_x86_feature_detected!("gfni");
                     Kernels {
                         avx2,
-                        gfni: avx2 && is_x86_feature_detected!("gfni"),
+                        gfni,
+                        avx512vl: gfni
+                            && is_x86_feature_detected!("avx512f")
+                            && is_x86_feature_detected!("avx512vl"),
                     }
                 })
             })
@@ -556,16 +562,32 @@ mod x86 {
             Self {
                 avx2: false,
                 gfni: false,
+                avx512vl: false,
             }
         }
 
-        /// The same, without the GFNI kernel.
+        /// The same, without the GFNI kernels.
         #[cfg(test)]
         pub(super) fn without_gfni(self) -> Self {
             Self {
                 gfni: false,
+                avx512vl: false,
                 ..self
             }
+        }
+
+        /// The same, without the AVX-512VL kernel.
+        #[cfg(test)]
+        pub(super) fn without_avx512vl(self) -> Self {
+            Self {
+                avx512vl: false,
+                ..self
+            }
+        }
+
+        #[cfg(test)]
+        pub(super) fn has_avx512vl(self) -> bool {
+            self.avx512vl
         }
 
         #[cfg(test)]
@@ -592,8 +614,7 @@ mod x86 {
             let (chunks, rest) = data.as_chunks_mut::<{ 4 * 128 }>();
             for chunk in chunks {
                 let (sets, _) = chunk.as_chunks_mut::<128>();
-                // SAFETY: `kernels.gfni` is set only where the CPU has GFNI and AVX2.
-                unsafe { avx2::crypt_gfni::<4>(round_keys, sets.try_into().unwrap()) };
+                crypt_gfni::<4>(kernels, round_keys, sets.try_into().unwrap());
             }
             crypt_few(kernels, round_keys, rest);
             return;
@@ -627,6 +648,27 @@ mod x86 {
         crypt_few(kernels, round_keys, rest);
     }
 
+    /// The GFNI kernel for these sets, with AVX-512VL where the CPU has it.
+    ///
+    /// # Panics
+    /// Without GFNI (`kernels.gfni`).
+    fn crypt_gfni<const SETS: usize>(
+        kernels: Kernels,
+        round_keys: &RoundKeys,
+        sets: &mut [[u8; 128]; SETS],
+    ) {
+        assert!(kernels.gfni, "GFNI kernel without GFNI");
+        // SAFETY: `kernels.gfni` is set only where the CPU has GFNI and AVX2, and
+        // `kernels.avx512vl` only where it also has AVX-512F and VL.
+        unsafe {
+            if kernels.avx512vl {
+                avx2::crypt_gfni_avx512vl::<SETS>(round_keys, sets)
+            } else {
+                avx2::crypt_gfni::<SETS>(round_keys, sets)
+            }
+        }
+    }
+
     /// Up to 16 blocks (32 with GFNI), padded to 1, 2 or 4 sets: one set takes
     /// about as long as two, since the CPU waits on latency, and four not much
     /// longer.
@@ -639,12 +681,14 @@ mod x86 {
             data.copy_from_slice(&sets.as_flattened()[..data.len()]);
             sets.zeroize();
         }
-        fn padded_gfni<const SETS: usize>(_: Kernels, round_keys: &RoundKeys, data: &mut [u8]) {
+        fn padded_gfni<const SETS: usize>(
+            kernels: Kernels,
+            round_keys: &RoundKeys,
+            data: &mut [u8],
+        ) {
             let mut sets = [[0u8; 128]; SETS];
             sets.as_flattened_mut()[..data.len()].copy_from_slice(data);
-            // SAFETY: called only when `kernels.gfni`, set only where the CPU has
-            // GFNI and AVX2.
-            unsafe { avx2::crypt_gfni::<SETS>(round_keys, &mut sets) };
+            crypt_gfni::<SETS>(kernels, round_keys, &mut sets);
             data.copy_from_slice(&sets.as_flattened()[..data.len()]);
             sets.zeroize();
         }
@@ -994,24 +1038,46 @@ mod x86 {
             _mm256_gf2p8affineinv_epi64_epi8::<GFNI_OUTPUT_CONSTANT>(aes_input, c.gfni_output)
         }
 
-        /// As `sse::round`, with the S-box on AES-NI or (`GFNI`) on GFNI.
+        /// As `sse::round`, with the S-box on AES-NI or (`GFNI`) on GFNI, and (`VL`)
+        /// L on AVX-512VL.
         ///
         /// # Safety
-        /// The CPU has AVX2, and AES-NI or GFNI.
+        /// The CPU has AVX2, and AES-NI or GFNI, and AVX-512F/VL for `VL`.
         #[inline(always)]
-        unsafe fn round<const GFNI: bool>(x0: __m256i, mixed: __m256i, c: &Constants) -> __m256i {
+        unsafe fn round<const GFNI: bool, const VL: bool>(
+            x0: __m256i,
+            mixed: __m256i,
+            c: &Constants,
+        ) -> __m256i {
             // SAFETY: the caller vouches for the features.
             unsafe {
-                round_after_sbox(
-                    x0,
-                    if GFNI {
-                        sbox_gfni(mixed, c)
-                    } else {
-                        sbox_shifted(mixed, c)
-                    },
-                    c,
-                )
+                let output = if GFNI {
+                    sbox_gfni(mixed, c)
+                } else {
+                    sbox_shifted(mixed, c)
+                };
+                if VL {
+                    round_after_sbox_avx512vl(x0, output)
+                } else {
+                    round_after_sbox(x0, output, c)
+                }
             }
+        }
+
+        /// `round_after_sbox` for an S-box output in place: four rotations and
+        /// two three-way XORs, so L takes three steps instead of six.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512vl")]
+        fn round_after_sbox_avx512vl(x0: __m256i, s: __m256i) -> __m256i {
+            // L(s) = s ^ rotl(s, 2) ^ rotl(s, 10) ^ rotl(s, 18) ^ rotl(s, 24).
+            const XOR3: i32 = 0x96;
+            let near = _mm256_ternarylogic_epi32::<XOR3>(x0, s, _mm256_rol_epi32::<2>(s));
+            let far = _mm256_ternarylogic_epi32::<XOR3>(
+                _mm256_rol_epi32::<10>(s),
+                _mm256_rol_epi32::<18>(s),
+                _mm256_rol_epi32::<24>(s),
+            );
+            _mm256_xor_si256(near, far)
         }
 
         /// The rest of the round: the linear map L and the XOR into `x0`.
@@ -1052,7 +1118,7 @@ mod x86 {
             blocks: &mut [[u8; 128]; SETS],
         ) {
             // SAFETY: AES-NI and AVX2, enabled here.
-            unsafe { crypt_with::<SETS, false>(round_keys, blocks) }
+            unsafe { crypt_with::<SETS, false, false>(round_keys, blocks) }
         }
 
         /// `crypt` with the S-box on GFNI.
@@ -1062,13 +1128,23 @@ mod x86 {
             blocks: &mut [[u8; 128]; SETS],
         ) {
             // SAFETY: GFNI and AVX2, enabled here.
-            unsafe { crypt_with::<SETS, true>(round_keys, blocks) }
+            unsafe { crypt_with::<SETS, true, false>(round_keys, blocks) }
+        }
+
+        /// `crypt_gfni` with L on AVX-512VL.
+        #[target_feature(enable = "gfni,avx2,avx512f,avx512vl")]
+        pub(in super::super) fn crypt_gfni_avx512vl<const SETS: usize>(
+            round_keys: &RoundKeys,
+            blocks: &mut [[u8; 128]; SETS],
+        ) {
+            // SAFETY: GFNI, AVX2 and AVX-512F/VL, enabled here.
+            unsafe { crypt_with::<SETS, true, true>(round_keys, blocks) }
         }
 
         /// # Safety
         /// As `round`.
         #[inline(always)]
-        unsafe fn crypt_with<const SETS: usize, const GFNI: bool>(
+        unsafe fn crypt_with<const SETS: usize, const GFNI: bool, const VL: bool>(
             round_keys: &RoundKeys,
             blocks: &mut [[u8; 128]; SETS],
         ) {
@@ -1096,7 +1172,7 @@ mod x86 {
                                 _mm256_xor_si256(older, round_key),
                                 x[(i + 3) % 4],
                             );
-                            x[i] = round::<GFNI>(x[i], mixed, &c);
+                            x[i] = round::<GFNI, VL>(x[i], mixed, &c);
                         }
                     }
                 }
@@ -1161,9 +1237,17 @@ mod tests {
                     println!("note: no AVX2 on this CPU, not testing that kernel");
                 }
                 if kernels.has_gfni() {
-                    engines.push(("GFNI+AVX2", Sm4Fast::aes_ni(key, kernels)));
+                    engines.push((
+                        "GFNI+AVX2",
+                        Sm4Fast::aes_ni(key, kernels.without_avx512vl()),
+                    ));
                 } else {
                     println!("note: no GFNI on this CPU, not testing that kernel");
+                }
+                if kernels.has_avx512vl() {
+                    engines.push(("GFNI+AVX-512VL", Sm4Fast::aes_ni(key, kernels)));
+                } else {
+                    println!("note: no AVX-512VL on this CPU, not testing that kernel");
                 }
             }
             None => println!("note: no AES-NI/SSSE3 on this CPU, testing the portable engine only"),
