@@ -60,7 +60,9 @@ fn every_pipeline_example_runs() {
     );
     for script in scripts {
         let scratch = tempfile::tempdir().unwrap();
-        let output = gst_command("sh", scratch.path())
+        // A stalled pipeline fails the test (status 124) instead of holding CI.
+        let output = gst_command("timeout", scratch.path())
+            .args(["300", "sh"])
             .arg(&script)
             .env("OUT", scratch.path())
             .output()

@@ -4,9 +4,10 @@
 //! AES-128/256-GCM run on `ring`, whose assembly (AES-NI/VAES, PCLMUL, NEON, chosen
 //! at run time) is several times faster than portable code. AES-192-GCM, which
 //! `ring` lacks, and AES-CTR-HMAC come from RustCrypto; SM4-GCM is our own
-//! `Sm4Gcm`, CTR and GHASH around the AES-NI SM4 of `sm4_fast`. Key
+//! `Sm4Gcm`, CTR and GHASH around the GFNI or AES-NI SM4 of `sm4_fast`. Key
 //! schedules are built once per key, when the `Aead` is made, never per buffer, and
-//! wiped when it is dropped.
+//! wiped when it is dropped. `aes_cbc` is the block cipher mode behind the
+//! aesenc-compatible format and HLS (`crate::compat`), not an AEAD.
 
 pub mod aes_cbc;
 mod ctr_hmac;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
-//! SM4 (GB/T 32907-2016) on the AES instructions, for SM4-GCM and SM4-ECB: on
-//! x86_64 with AES-NI several times faster than the `sm4` crate.
+//! SM4 (GB/T 32907-2016) on GFNI or the AES instructions, for SM4-GCM and SM4-ECB:
+//! on x86_64 many times faster than the `sm4` crate.
 //!
 //! The `sm4` crate looks its S-box up in a table, a byte at a time, at about
 //! 120 MB/s (and with memory accesses that depend on key and data). But SM4's
@@ -12,10 +12,12 @@
 //! transposed across 4 registers (sets of 8 in 256-bit registers with AVX2), and
 //! several sets are run together because each round must wait for the one before.
 //! CPUs with GFNI (Intel since Ice Lake, AMD since Zen 4) compute the whole S-box
-//! in two instructions instead, an affine map and an inversion in AES's field
-//! followed by another affine map, on 32 bytes at once. No tables in memory, no data-dependent branches. All constants are derived at
-//! compile time from the definitions of the fields and S-boxes, and the tests check
-//! them against the standard. Other CPUs use the `sm4` crate.
+//! in two instructions instead, an affine map, then the inversion in AES's field
+//! and another affine map, on 32 bytes at once; with AVX-512VL the rotations and
+//! XORs of SM4's linear map take three steps instead of six. No tables in memory,
+//! no data-dependent branches. All constants are derived at compile time from the
+//! definitions of the fields and S-boxes, and the tests check them against the
+//! standard. Other CPUs use the `sm4` crate.
 
 // Without x86_64 only the tests use the constants and the key schedule.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]

@@ -12,7 +12,8 @@
 //!   with probability about 256^-p: 1/255 for buffers one byte short of a whole
 //!   block, 2^-128 for buffers of whole blocks (padded with a full block), about
 //!   1/4000 over buffers of random sizes. A false pick sends one garbled buffer
-//!   downstream.
+//!   downstream. With a single key there is nothing to pick: the buffer is
+//!   decrypted and its padding checked.
 
 pub mod aes_cbc;
 mod pkcs7;
