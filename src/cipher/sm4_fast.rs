@@ -695,6 +695,17 @@ mod x86 {
             sets.zeroize();
         }
         if kernels.gfni {
+            // Whole sets run where they lie, without the copies of padding.
+            let (sets, partial) = data.as_chunks_mut::<128>();
+            if partial.is_empty() {
+                match sets.len() {
+                    0 => return,
+                    1 => return crypt_gfni::<1>(kernels, round_keys, sets.try_into().unwrap()),
+                    2 => return crypt_gfni::<2>(kernels, round_keys, sets.try_into().unwrap()),
+                    4 => return crypt_gfni::<4>(kernels, round_keys, sets.try_into().unwrap()),
+                    _ => {}
+                }
+            }
             match data.len().div_ceil(128) {
                 0 => {}
                 1 => padded_gfni::<1>(kernels, round_keys, data),
