@@ -65,17 +65,7 @@ impl AesCbc {
     /// # Panics
     /// If `data` is not whole blocks.
     pub fn encrypt(&self, chain: &mut RawBlock, data: &mut [u8]) {
-        assert_whole_blocks(data.len());
-        match &self.engine {
-            #[cfg(target_arch = "x86_64")]
-            Engine::AesNi(schedule) => {
-                let at = data.as_mut_ptr();
-                // SAFETY: `data` is whole blocks, read and written through one pointer.
-                unsafe { schedule.encrypt(chain, at, at, data.len() / BLOCK_LEN) }
-            }
-            Engine::Portable128(key) => encrypt_portable(&**key, chain, data),
-            Engine::Portable256(key) => encrypt_portable(&**key, chain, data),
-        }
+        self.crypt_in_place(Direction::Encrypt, chain, data);
     }
 
     /// Like `encrypt`, from `plaintext` into the start of `out`: one pass over
@@ -84,26 +74,7 @@ impl AesCbc {
     /// # Panics
     /// If `plaintext` is not whole blocks or `out` is shorter.
     pub fn encrypt_into(&self, chain: &mut RawBlock, plaintext: &[u8], out: &mut [u8]) {
-        assert_whole_blocks(plaintext.len());
-        let out = &mut out[..plaintext.len()];
-        match &self.engine {
-            #[cfg(target_arch = "x86_64")]
-            Engine::AesNi(schedule) => {
-                // SAFETY: both hold `plaintext.len()` bytes, whole blocks.
-                unsafe {
-                    schedule.encrypt(
-                        chain,
-                        plaintext.as_ptr(),
-                        out.as_mut_ptr(),
-                        plaintext.len() / BLOCK_LEN,
-                    )
-                }
-            }
-            _ => {
-                out.copy_from_slice(plaintext);
-                self.encrypt(chain, out);
-            }
-        }
+        self.crypt_into(Direction::Encrypt, chain, plaintext, out);
     }
 
     /// CBC-decrypts `ciphertext` (whole blocks) into the start of `out`, chaining
@@ -112,26 +83,7 @@ impl AesCbc {
     /// # Panics
     /// If `ciphertext` is not whole blocks or `out` is shorter.
     pub fn decrypt(&self, chain: &RawBlock, ciphertext: &[u8], out: &mut [u8]) {
-        assert_whole_blocks(ciphertext.len());
-        let out = &mut out[..ciphertext.len()];
-        match &self.engine {
-            #[cfg(target_arch = "x86_64")]
-            Engine::AesNi(schedule) => {
-                // SAFETY: both hold `ciphertext.len()` bytes, whole blocks.
-                unsafe {
-                    schedule.decrypt(
-                        chain,
-                        ciphertext.as_ptr(),
-                        out.as_mut_ptr(),
-                        ciphertext.len() / BLOCK_LEN,
-                    )
-                }
-            }
-            _ => {
-                out.copy_from_slice(ciphertext);
-                self.decrypt_in_place(chain, out);
-            }
-        }
+        self.crypt_into(Direction::Decrypt, &mut chain.clone(), ciphertext, out);
     }
 
     /// Like `decrypt`, where the ciphertext lies.
@@ -139,18 +91,58 @@ impl AesCbc {
     /// # Panics
     /// If `data` is not whole blocks.
     pub fn decrypt_in_place(&self, chain: &RawBlock, data: &mut [u8]) {
-        assert_whole_blocks(data.len());
+        self.crypt_in_place(Direction::Decrypt, &mut chain.clone(), data);
+    }
+
+    /// `input` through the cipher into the start of `out`: in one pass with
+    /// AES-NI, else copied and then run in place.
+    fn crypt_into(&self, direction: Direction, chain: &mut RawBlock, input: &[u8], out: &mut [u8]) {
+        assert_whole_blocks(input.len());
+        let out = &mut out[..input.len()];
         match &self.engine {
             #[cfg(target_arch = "x86_64")]
             Engine::AesNi(schedule) => {
-                let at = data.as_mut_ptr();
-                // SAFETY: `data` is whole blocks, read and written through one pointer.
-                unsafe { schedule.decrypt(chain, at, at, data.len() / BLOCK_LEN) }
+                // SAFETY: both hold `input.len()` bytes, whole blocks.
+                unsafe {
+                    schedule.crypt(
+                        direction,
+                        chain,
+                        input.as_ptr(),
+                        out.as_mut_ptr(),
+                        input.len() / BLOCK_LEN,
+                    )
+                }
             }
-            Engine::Portable128(key) => decrypt_portable(&**key, chain, data),
-            Engine::Portable256(key) => decrypt_portable(&**key, chain, data),
+            _ => {
+                out.copy_from_slice(input);
+                self.crypt_in_place(direction, chain, out);
+            }
         }
     }
+
+    fn crypt_in_place(&self, direction: Direction, chain: &mut RawBlock, data: &mut [u8]) {
+        assert_whole_blocks(data.len());
+        match (&self.engine, direction) {
+            #[cfg(target_arch = "x86_64")]
+            (Engine::AesNi(schedule), _) => {
+                let at = data.as_mut_ptr();
+                // SAFETY: `data` is whole blocks, read and written through one pointer.
+                unsafe { schedule.crypt(direction, chain, at, at, data.len() / BLOCK_LEN) }
+            }
+            (Engine::Portable128(key), Direction::Encrypt) => encrypt_portable(&**key, chain, data),
+            (Engine::Portable256(key), Direction::Encrypt) => encrypt_portable(&**key, chain, data),
+            (Engine::Portable128(key), Direction::Decrypt) => decrypt_portable(&**key, chain, data),
+            (Engine::Portable256(key), Direction::Decrypt) => decrypt_portable(&**key, chain, data),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    /// Advances the chain to the last ciphertext block.
+    Encrypt,
+    /// Leaves the chain alone: the caller has the ciphertext.
+    Decrypt,
 }
 
 fn assert_whole_blocks(len: usize) {
@@ -204,7 +196,7 @@ fn xor_into(block: &mut RawBlock, other: &RawBlock) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BLOCK_LEN, RawBlock};
+    use super::{BLOCK_LEN, Direction, RawBlock};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
     use zeroize::Zeroize;
@@ -261,39 +253,37 @@ mod x86 {
 
         /// # Safety
         /// `input` and `out` hold `blocks` blocks (they may be the same).
-        pub(super) unsafe fn encrypt(
+        pub(super) unsafe fn crypt(
             &self,
+            direction: Direction,
             chain: &mut RawBlock,
             input: *const u8,
             out: *mut u8,
             blocks: usize,
         ) {
-            // SAFETY: a `Schedule` exists only where the CPU has AES-NI; the
-            // caller vouches for the pointers.
+            let (encrypt, decrypt) = (&self.encrypt, &self.decrypt);
+            // SAFETY: a `Schedule` exists only where the CPU has AES-NI (and VAES
+            // with AVX-512 when `vaes` is set); the caller vouches for the pointers.
             unsafe {
-                match self.rounds {
-                    10 => encrypt_cbc::<10>(&self.encrypt, chain, input, out, blocks),
-                    _ => encrypt_cbc::<14>(&self.encrypt, chain, input, out, blocks),
-                }
-            }
-        }
-
-        /// # Safety
-        /// `input` and `out` hold `blocks` blocks (they may be the same).
-        pub(super) unsafe fn decrypt(
-            &self,
-            chain: &RawBlock,
-            input: *const u8,
-            out: *mut u8,
-            blocks: usize,
-        ) {
-            // SAFETY: as in `encrypt`.
-            unsafe {
-                match (self.rounds, self.vaes) {
-                    (10, true) => decrypt_cbc_vaes::<10>(&self.decrypt, chain, input, out, blocks),
-                    (_, true) => decrypt_cbc_vaes::<14>(&self.decrypt, chain, input, out, blocks),
-                    (10, false) => decrypt_cbc::<10>(&self.decrypt, chain, input, out, blocks),
-                    (_, false) => decrypt_cbc::<14>(&self.decrypt, chain, input, out, blocks),
+                match (direction, self.rounds, self.vaes) {
+                    (Direction::Encrypt, 10, _) => {
+                        encrypt_cbc::<10>(encrypt, chain, input, out, blocks)
+                    }
+                    (Direction::Encrypt, _, _) => {
+                        encrypt_cbc::<14>(encrypt, chain, input, out, blocks)
+                    }
+                    (Direction::Decrypt, 10, true) => {
+                        decrypt_cbc_vaes::<10>(decrypt, chain, input, out, blocks)
+                    }
+                    (Direction::Decrypt, _, true) => {
+                        decrypt_cbc_vaes::<14>(decrypt, chain, input, out, blocks)
+                    }
+                    (Direction::Decrypt, 10, false) => {
+                        decrypt_cbc::<10>(decrypt, chain, input, out, blocks)
+                    }
+                    (Direction::Decrypt, _, false) => {
+                        decrypt_cbc::<14>(decrypt, chain, input, out, blocks)
+                    }
                 }
             }
         }

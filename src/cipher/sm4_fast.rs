@@ -1208,11 +1208,10 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::hex;
+    use crate::test_util::{hex, measure_mbps};
     use aes::cipher::consts::U12;
     use aes_gcm::AesGcm;
     use aes_gcm::aead::AeadInOut;
-    use std::time::Instant;
 
     /// GB/T 32907-2016, table 1: the S-box, the reference for the derived one.
     #[rustfmt::skip]
@@ -1491,18 +1490,14 @@ mod tests {
     #[test]
     fn gcm_matches_the_sm4_crate() {
         // RFC 8998, appendix A.1.
-        let key: [u8; 16] = hex("0123456789abcdeffedcba9876543210").try_into().unwrap();
-        let nonce: [u8; 12] = hex("00001234567800000000abcd").try_into().unwrap();
-        let aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
-        let plaintext = hex(
-            "aaaaaaaaaaaaaaaabbbbbbbbbbbbbbbbccccccccccccccccdddddddddddddddd\
-             eeeeeeeeeeeeeeeeffffffffffffffffeeeeeeeeeeeeeeeeaaaaaaaaaaaaaaaa",
-        );
-        let ciphertext = hex(
-            "17f399f08c67d5ee19d0dc9969c4bb7d5fd46fd3756489069157b282bb200735\
-             d82710ca5c22f0ccfa7cbf93d496ac15a56834cbcf98c397b4024a2691233b8d",
-        );
-        let tag = hex("83de3541e4c2b58177e065a9bf7b62ec");
+        let crate::test_util::GcmVector {
+            key,
+            nonce,
+            aad,
+            plaintext,
+            ciphertext,
+            tag,
+        } = crate::test_util::rfc_8998_sm4_gcm();
 
         let reference = AesGcm::<sm4::Sm4, U12>::new(&key.into());
         for (name, cipher) in engines(&key) {
@@ -1557,12 +1552,12 @@ mod tests {
         println!("ECB (Sm4Fast::encrypt_blocks), MB/s:");
         for len in [64, 256, 1024, 16 << 10, 1 << 20] {
             let mut data = vec![0x5au8; len];
-            let reference_rate = measure(len, || {
+            let reference_rate = measure_mbps(len, || {
                 BlockCipherEncrypt::encrypt_blocks(&reference, as_blocks(&mut data));
             });
             let mut line = format!("{len:>8} bytes: sm4 crate {reference_rate:4.0}");
             for (name, cipher) in engines(&key) {
-                let rate = measure(len, || cipher.encrypt_blocks(&mut data));
+                let rate = measure_mbps(len, || cipher.encrypt_blocks(&mut data));
                 line += &format!(", {name} {rate:4.0} ({:.1}x)", rate / reference_rate);
             }
             println!("{line}");
@@ -1583,27 +1578,9 @@ mod tests {
     /// MB/s of `aead` sealing `len` bytes.
     fn seal_rate(aead: &impl AeadInOut<NonceSize = U12>, len: usize) -> f64 {
         let mut data = vec![0x5au8; len];
-        measure(len, || {
+        measure_mbps(len, || {
             aead.encrypt_inout_detached(&[3; 12].into(), &[], data.as_mut_slice().into())
                 .unwrap();
         })
-    }
-
-    /// MB/s of `run` over `len` bytes, the best of a few half-second runs.
-    fn measure(len: usize, mut run: impl FnMut()) -> f64 {
-        let mut best = 0f64;
-        for _ in 0..3 {
-            let started = Instant::now();
-            let mut iterations = 0u64;
-            while started.elapsed().as_secs_f64() < 0.3 {
-                for _ in 0..16 {
-                    run();
-                }
-                iterations += 16;
-            }
-            let rate = (iterations * len as u64) as f64 / started.elapsed().as_secs_f64() / 1e6;
-            best = best.max(rate);
-        }
-        best
     }
 }

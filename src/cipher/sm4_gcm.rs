@@ -229,11 +229,10 @@ fn xor(data: &mut [u8], keystream: &[u8]) {
 mod tests {
     use super::*;
     use crate::cipher::sm4_fast;
-    use crate::test_util::hex;
+    use crate::test_util::measure_mbps;
     use aes_gcm::AesGcm;
     use aes_gcm::aead::{AeadInOut, KeyInit};
     use aes_gcm::aes::cipher::consts::U12;
-    use std::time::Instant;
 
     type Reference = AesGcm<sm4::Sm4, U12>;
 
@@ -276,18 +275,14 @@ mod tests {
     #[test]
     fn rfc_8998_known_answer() {
         // RFC 8998, appendix A.1.
-        let key: [u8; 16] = hex("0123456789abcdeffedcba9876543210").try_into().unwrap();
-        let nonce: [u8; 12] = hex("00001234567800000000abcd").try_into().unwrap();
-        let aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
-        let plaintext = hex(
-            "aaaaaaaaaaaaaaaabbbbbbbbbbbbbbbbccccccccccccccccdddddddddddddddd\
-             eeeeeeeeeeeeeeeeffffffffffffffffeeeeeeeeeeeeeeeeaaaaaaaaaaaaaaaa",
-        );
-        let ciphertext = hex(
-            "17f399f08c67d5ee19d0dc9969c4bb7d5fd46fd3756489069157b282bb200735\
-             d82710ca5c22f0ccfa7cbf93d496ac15a56834cbcf98c397b4024a2691233b8d",
-        );
-        let tag = hex("83de3541e4c2b58177e065a9bf7b62ec");
+        let crate::test_util::GcmVector {
+            key,
+            nonce,
+            aad,
+            plaintext,
+            ciphertext,
+            tag,
+        } = crate::test_util::rfc_8998_sm4_gcm();
         for (name, gcm) in engines(&key) {
             let mut data = plaintext.clone();
             let got_tag = gcm.seal_in_place(&nonce, &aad, &mut data).unwrap();
@@ -474,21 +469,21 @@ mod tests {
         for len in [64, 188, 1200, 16 << 10, 1 << 20] {
             let mut data = vec![0x5au8; len];
             let nonce = [3u8; 12];
-            let reference_rate = measure(len, || {
+            let reference_rate = measure_mbps(len, || {
                 reference
                     .encrypt_inout_detached(&nonce.into(), &[], data.as_mut_slice().into())
                     .unwrap();
             });
-            let fast_rate = measure(len, || {
+            let fast_rate = measure_mbps(len, || {
                 rust_crypto_fast
                     .encrypt_inout_detached(&nonce.into(), &[], data.as_mut_slice().into())
                     .unwrap();
             });
-            let seal_rate = measure(len, || {
+            let seal_rate = measure_mbps(len, || {
                 ours.seal_in_place(&nonce, &[], &mut data).unwrap();
             });
             let tag = ours.seal_in_place(&nonce, &[], &mut data).unwrap();
-            let open_rate = measure(len, || {
+            let open_rate = measure_mbps(len, || {
                 // Re-seal after each open, so each open sees a valid tag; the
                 // seal's time is taken out below.
                 ours.open_in_place(&nonce, &[], &mut data, &tag).unwrap();
@@ -500,23 +495,5 @@ mod tests {
                 seal_rate / reference_rate
             );
         }
-    }
-
-    /// MB/s of `run` over `len` bytes, the best of a few short runs.
-    fn measure(len: usize, mut run: impl FnMut()) -> f64 {
-        let mut best = 0f64;
-        for _ in 0..3 {
-            let started = Instant::now();
-            let mut iterations = 0u64;
-            while started.elapsed().as_secs_f64() < 0.3 {
-                for _ in 0..16 {
-                    run();
-                }
-                iterations += 16;
-            }
-            let rate = (iterations * len as u64) as f64 / started.elapsed().as_secs_f64() / 1e6;
-            best = best.max(rate);
-        }
-        best
     }
 }
