@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Helpers the unit tests share.
 
-/// Bytes from hex digits (test vectors are well-formed).
+/// Bytes from hex digits, whitespace ignored (test vectors are well-formed).
 pub fn hex(text: &str) -> Vec<u8> {
+    let text: String = text.split_whitespace().collect();
     (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
@@ -60,4 +61,41 @@ pub fn rfc_8998_sm4_gcm() -> GcmVector {
         ),
         tag: hex("83de3541e4c2b58177e065a9bf7b62ec"),
     }
+}
+
+/// A small deterministic generator (xorshift64*), for tests that want many
+/// repeatable random inputs without a random-number dependency.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for byte in buf {
+            *byte = self.next() as u8;
+        }
+    }
+
+    pub fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut array = [0; N];
+        self.fill(&mut array);
+        array
+    }
+}
+
+/// `len` repeatable pseudo-random bytes for `seed`.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut bytes = vec![0; len];
+    rng.fill(&mut bytes);
+    bytes
 }

@@ -597,14 +597,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(text: &str) -> Vec<u8> {
-        let text: String = text.split_whitespace().collect();
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::test_util::{hex, noise};
 
     /// Every engine this CPU can run for `key`.
     fn engines(key: &[u8]) -> Vec<(&'static str, AesCbc)> {
@@ -666,19 +659,6 @@ mod tests {
                 assert_eq!(out, plaintext, "{name} decrypt, key {key}");
             }
         }
-    }
-
-    /// A repeatable byte stream, without a random-number dependency.
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect()
     }
 
     /// The engines agree with each other on random keys, IVs and lengths around

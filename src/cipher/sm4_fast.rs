@@ -1208,7 +1208,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{hex, measure_mbps};
+    use crate::test_util::{XorShift, hex, measure_mbps};
     use aes::cipher::consts::U12;
     use aes_gcm::AesGcm;
     use aes_gcm::aead::AeadInOut;
@@ -1265,24 +1265,6 @@ mod tests {
             None => println!("note: no AES-NI/SSSE3 on this CPU, testing the portable engine only"),
         }
         engines
-    }
-
-    /// A small deterministic generator (xorshift64*).
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn fill(&mut self, buf: &mut [u8]) {
-            for byte in buf {
-                *byte = self.next() as u8;
-            }
-        }
     }
 
     #[test]

@@ -229,7 +229,7 @@ fn xor(data: &mut [u8], keystream: &[u8]) {
 mod tests {
     use super::*;
     use crate::cipher::sm4_fast;
-    use crate::test_util::measure_mbps;
+    use crate::test_util::{XorShift, measure_mbps};
     use aes_gcm::AesGcm;
     use aes_gcm::aead::{AeadInOut, KeyInit};
     use aes_gcm::aes::cipher::consts::U12;
@@ -242,34 +242,6 @@ mod tests {
             .into_iter()
             .map(|(name, cipher)| (name, Sm4Gcm::with_cipher(cipher)))
             .collect()
-    }
-
-    /// A small deterministic generator (xorshift64*).
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn fill(&mut self, buf: &mut [u8]) {
-            for byte in buf {
-                *byte = self.next() as u8;
-            }
-        }
-
-        fn array<const N: usize>(&mut self) -> [u8; N] {
-            let mut array = [0; N];
-            self.fill(&mut array);
-            array
-        }
     }
 
     #[test]

@@ -65,19 +65,7 @@ pub fn pick_by_padding<K>(keys: &[K], mut last_block: impl FnMut(&K) -> [u8; 16]
 mod tests {
     use super::sm4_ecb::Sm4Ecb;
     use super::*;
-
-    /// Deterministic pseudo-random bytes (xorshift64).
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
+    use crate::test_util::noise;
 
     fn encrypt(key: &Sm4Ecb, data: &[u8]) -> Vec<u8> {
         let mut out = vec![0u8; Sm4Ecb::encrypted_len(data.len())];
