@@ -323,15 +323,7 @@ impl TrialDecoder {
         K: Deref<Target: AsRef<ReadyKey>>,
     {
         match self {
-            TrialDecoder::Sm4Ecb => Some((|| {
-                if !sm4_ecb::is_whole_blocks(data) {
-                    return Err(Invalid);
-                }
-                let index = pick_by_padding(keys, |key| sm4(key).decrypt_last_block(data))
-                    .ok_or(Invalid)?;
-                let len = sm4(&keys[index]).decrypt_in_place(data)?;
-                Ok((index, 0..len))
-            })()),
+            TrialDecoder::Sm4Ecb => Some(sm4_ecb_in_place(keys, data)),
             TrialDecoder::AesCbc(stream) if stream.per_buffer_padding() => {
                 Some(stream.decrypt_in_place(keys, aes_cbc, data))
             }
@@ -347,6 +339,19 @@ impl TrialDecoder {
             _ => None,
         }
     }
+}
+
+/// SM4-ECB where `data` lies, with the key among `keys` its padding picks.
+fn sm4_ecb_in_place<K>(keys: &[K], data: &mut [u8]) -> Result<(usize, Range<usize>), Invalid>
+where
+    K: Deref<Target: AsRef<ReadyKey>>,
+{
+    if !sm4_ecb::is_whole_blocks(data) {
+        return Err(Invalid);
+    }
+    let index = pick_by_padding(keys, |key| sm4(key).decrypt_last_block(data)).ok_or(Invalid)?;
+    let len = sm4(&keys[index]).decrypt_in_place(data)?;
+    Ok((index, 0..len))
 }
 
 fn ready<K: Deref<Target: AsRef<ReadyKey>>>(key: &K) -> &ReadyKey {
