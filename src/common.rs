@@ -353,9 +353,9 @@ pub fn with_readable<R>(
     }
 }
 
-/// Largest output written as a `Vec` and then wrapped, which costs less than
-/// allocating and mapping a `GstMemory`; larger outputs go into a `GstMemory`,
-/// which spares zeroing their bytes first.
+/// Largest output written into a `Vec` and then wrapped: for small buffers that
+/// measured cheaper than allocating and mapping a `GstMemory`. Larger outputs go
+/// into a `GstMemory`, which spares zeroing their bytes first.
 const VEC_MEMORY_MAX: usize = 65536;
 
 /// A new memory holding what `fill` writes into its first `max_len` bytes;
