@@ -3,7 +3,7 @@
 # Throughput and cost per buffer of every mode, side by side with the identity
 # floor, gst-plugins-bad's aesenc/aesdec, the cipher core alone and `openssl speed`,
 # all measured in one run on this machine (benches/throughput.rs). Arguments
-# narrow it down: `scripts/bench.sh aes-128-gcm 1200`. Takes about 6 minutes in
+# narrow it down: `scripts/bench.sh aes-128-gcm 1200`. Takes about 8 minutes in
 # full; run it on an otherwise idle machine.
 set -eu
 cd "$(dirname "$0")/.."
