@@ -296,12 +296,9 @@ impl TrialDecoder {
     {
         match self {
             TrialDecoder::Sm4Ecb => {
-                if !sm4_ecb::is_whole_blocks(input) {
-                    return Err(Invalid);
-                }
-                let index = pick_by_padding(keys, |key| sm4(key).decrypt_last_block(input))
-                    .ok_or(Invalid)?;
-                Ok((index, sm4(&keys[index]).decrypt_into(input, out)?))
+                let out = out.get_mut(..input.len()).ok_or(Invalid)?;
+                out.copy_from_slice(input);
+                sm4_ecb_in_place(keys, out).map(|(index, plaintext)| (index, plaintext.len()))
             }
             TrialDecoder::QqTea => first_valid(keys, |key| match &ready(key).cipher {
                 KeyCipher::QqTea(key) => key.decrypt_into(input, out),

@@ -632,12 +632,8 @@ mod x86 {
             }
             data = rest;
             if data.len() > 16 * BLOCK_LEN {
-                let mut padded = [[0u8; 128]; 4];
-                padded.as_flattened_mut()[..data.len()].copy_from_slice(data);
                 // SAFETY: as above.
-                unsafe { avx2::crypt::<4>(round_keys, &mut padded) };
-                data.copy_from_slice(&padded.as_flattened()[..data.len()]);
-                padded.zeroize();
+                padded(data, |sets| unsafe { avx2::crypt::<4>(round_keys, sets) });
                 return;
             }
         }
@@ -648,6 +644,20 @@ mod x86 {
             unsafe { sse::crypt::<4>(round_keys, sets.try_into().unwrap()) };
         }
         crypt_few(kernels, round_keys, rest);
+    }
+
+    /// Runs `kernel` on `data` (whole blocks, at most SETS sets of SET bytes)
+    /// copied into zero-padded sets on the stack, copies the result back and
+    /// wipes the copy, which held plaintext or keystream.
+    fn padded<const SET: usize, const SETS: usize>(
+        data: &mut [u8],
+        kernel: impl FnOnce(&mut [[u8; SET]; SETS]),
+    ) {
+        let mut sets = [[0u8; SET]; SETS];
+        sets.as_flattened_mut()[..data.len()].copy_from_slice(data);
+        kernel(&mut sets);
+        data.copy_from_slice(&sets.as_flattened()[..data.len()]);
+        sets.zeroize();
     }
 
     /// The GFNI kernel for these sets, with AVX-512VL where the CPU has it.
@@ -675,24 +685,16 @@ mod x86 {
     /// about as long as two, since the CPU waits on latency, and four not much
     /// longer.
     fn crypt_few(kernels: Kernels, round_keys: &RoundKeys, data: &mut [u8]) {
-        fn padded<const SETS: usize>(_: Kernels, round_keys: &RoundKeys, data: &mut [u8]) {
-            let mut sets = [[0u8; 64]; SETS];
-            sets.as_flattened_mut()[..data.len()].copy_from_slice(data);
+        fn padded_sse<const SETS: usize>(_: Kernels, round_keys: &RoundKeys, data: &mut [u8]) {
             // SAFETY: a `Kernels` exists only where the CPU has AES-NI and SSSE3.
-            unsafe { sse::crypt::<SETS>(round_keys, &mut sets) };
-            data.copy_from_slice(&sets.as_flattened()[..data.len()]);
-            sets.zeroize();
+            padded(data, |sets| unsafe { sse::crypt::<SETS>(round_keys, sets) });
         }
         fn padded_gfni<const SETS: usize>(
             kernels: Kernels,
             round_keys: &RoundKeys,
             data: &mut [u8],
         ) {
-            let mut sets = [[0u8; 128]; SETS];
-            sets.as_flattened_mut()[..data.len()].copy_from_slice(data);
-            crypt_gfni::<SETS>(kernels, round_keys, &mut sets);
-            data.copy_from_slice(&sets.as_flattened()[..data.len()]);
-            sets.zeroize();
+            padded(data, |sets| crypt_gfni::<SETS>(kernels, round_keys, sets));
         }
         if kernels.gfni {
             // Whole sets run where they lie, without the copies of padding.
@@ -717,9 +719,9 @@ mod x86 {
         }
         match data.len().div_ceil(64) {
             0 => {}
-            1 => padded::<1>(kernels, round_keys, data),
-            2 => padded::<2>(kernels, round_keys, data),
-            3 | 4 => padded::<4>(kernels, round_keys, data),
+            1 => padded_sse::<1>(kernels, round_keys, data),
+            2 => padded_sse::<2>(kernels, round_keys, data),
+            3 | 4 => padded_sse::<4>(kernels, round_keys, data),
             _ => unreachable!("{} bytes are more than 16 blocks", data.len()),
         }
     }

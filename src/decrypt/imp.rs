@@ -19,6 +19,7 @@ use smallvec::SmallVec;
 use super::OnError;
 use crate::codec::{Format, ReadyKey, TrialDecoder};
 use crate::common::{self, KeySettings, KeyedElement};
+use crate::compat::Invalid;
 use crate::framing::{RecordReader, StreamError};
 use crate::keyring::KeyRing;
 use crate::keys::{KeyError, KeyText, read_key_file};
@@ -1027,32 +1028,38 @@ impl StreamDecrypt {
     /// Decrypts a buffer of a format without KID, trying the keys in turn; returns
     /// the KID of the key that worked and the plaintext length.
     fn open_by_trial(&self, input: &[u8], output: &mut [u8]) -> Result<(u64, usize), Rejection> {
-        let keys = self.state.lock().unwrap().trial_keys();
-        if keys.is_empty() {
-            return Err((DropReason::NoKey, "no key".into()));
-        }
-        let mut trial = self.trial.lock().unwrap();
-        let decoder = trial.as_mut().expect("a decoder for formats without KID");
-        match decoder.decrypt(&keys, input, output) {
-            Ok((index, len)) => Ok((keys[index].key.kid(), len)),
-            Err(_) => Err(no_key_opens(keys.len(), input.len())),
-        }
+        self.by_trial(input.len(), |decoder, keys| {
+            decoder.decrypt(keys, input, output)
+        })
     }
 
     /// `open_by_trial` where the ciphertext lies; returns the KID and where the
     /// plaintext is.
     fn open_by_trial_in_place(&self, data: &mut [u8]) -> Result<(u64, Range<usize>), Rejection> {
+        self.by_trial(data.len(), |decoder, keys| {
+            decoder
+                .decrypt_in_place(keys, data)
+                .expect("called only for formats that decrypt in place")
+        })
+    }
+
+    /// Runs `decrypt` on a buffer of `len` bytes with the streaming thread's
+    /// decoder and the keys to try, the key in use first; turns the index of the
+    /// key that opened it into its KID.
+    fn by_trial<T>(
+        &self,
+        len: usize,
+        decrypt: impl FnOnce(&mut TrialDecoder, &TrialKeys) -> Result<(usize, T), Invalid>,
+    ) -> Result<(u64, T), Rejection> {
         let keys = self.state.lock().unwrap().trial_keys();
         if keys.is_empty() {
             return Err((DropReason::NoKey, "no key".into()));
         }
         let mut trial = self.trial.lock().unwrap();
         let decoder = trial.as_mut().expect("a decoder for formats without KID");
-        let len = data.len();
-        match decoder.decrypt_in_place(&keys, data) {
-            Some(Ok((index, range))) => Ok((keys[index].key.kid(), range)),
-            Some(Err(_)) => Err(no_key_opens(keys.len(), len)),
-            None => unreachable!("called only for formats that decrypt in place"),
+        match decrypt(decoder, &keys) {
+            Ok((index, opened)) => Ok((keys[index].key.kid(), opened)),
+            Err(_) => Err(no_key_opens(keys.len(), len)),
         }
     }
 
