@@ -10,7 +10,9 @@ use crate::compat::qq_tea::{self, QqTea};
 use crate::compat::sm4_ecb::{self, Sm4Ecb};
 use crate::compat::{Invalid, first_valid, pick_by_padding};
 use crate::keys::{KeyError, KeyText, SecretKey};
-use crate::sframe::{CipherSuite, FrameError, MAX_OVERHEAD, SealedParts, SendCounter, SframeKey};
+use crate::sframe::{
+    CipherSuite, CounterError, FrameError, MAX_OVERHEAD, SealedParts, SendCounter, SframeKey,
+};
 
 /// How buffers are turned into ciphertext and back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,8 +151,18 @@ pub enum EncryptError {
         limit: u64,
     },
     Frame(FrameError),
-    /// The system's random generator failed (QQ TEA framing).
+    /// The system's random generator failed (QQ TEA framing, SFrame's first
+    /// counter).
     Random,
+}
+
+impl From<CounterError> for EncryptError {
+    fn from(e: CounterError) -> Self {
+        match e {
+            CounterError::Exhausted { limit } => EncryptError::Exhausted { limit },
+            CounterError::NoRandom => EncryptError::Random,
+        }
+    }
 }
 
 impl std::fmt::Display for EncryptError {
@@ -204,9 +216,7 @@ impl Encoder {
     ) -> Result<usize, EncryptError> {
         match (self, &key.cipher) {
             (Encoder::Sframe(counter), KeyCipher::Sframe(key)) => {
-                let ctr = counter
-                    .next_counter()
-                    .map_err(|e| EncryptError::Exhausted { limit: e.limit })?;
+                let ctr = counter.next_counter()?;
                 key.encrypt_into(ctr, &[], input, out)
                     .map_err(EncryptError::Frame)
             }
@@ -232,9 +242,7 @@ impl Encoder {
     ) -> Result<Option<SealedParts>, EncryptError> {
         match (self, &key.cipher) {
             (Encoder::Sframe(counter), KeyCipher::Sframe(key)) => {
-                let ctr = counter
-                    .next_counter()
-                    .map_err(|e| EncryptError::Exhausted { limit: e.limit })?;
+                let ctr = counter.next_counter()?;
                 key.encrypt_in_place(ctr, payload)
                     .map(Some)
                     .map_err(EncryptError::Frame)

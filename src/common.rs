@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
 //! What both elements share: pads, the key and mode properties, output buffers.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
@@ -10,7 +12,7 @@ use gst_base::subclass::prelude::*;
 
 use crate::codec::Format;
 use crate::compat::aes_cbc::CbcOptions;
-use crate::keys::{KeyError, KeyText};
+use crate::keys::{KeyError, KeyFile, KeyText, SecretKey};
 use crate::mode::{Framing, Mode};
 
 /// Sink and src pads with caps ANY: the caps that come in go out unchanged.
@@ -38,8 +40,13 @@ pub fn pad_templates() -> &'static [gst::PadTemplate] {
 }
 
 /// The properties both elements have, in the order `gst-inspect-1.0` shows them.
-/// `key_file_blurb` differs: one key for the encrypter, several for the decrypter.
-pub fn key_properties(key_blurb: &str, key_file_blurb: &str) -> Vec<glib::ParamSpec> {
+/// The blurbs that differ are given: one key for the encrypter, several for the
+/// decrypter, and each element's statistics.
+pub fn key_properties(
+    key_blurb: &str,
+    key_file_blurb: &str,
+    stats_blurb: &str,
+) -> Vec<glib::ParamSpec> {
     vec![
         glib::ParamSpecEnum::builder_with_default("mode", Mode::default())
             .nick("Mode")
@@ -86,7 +93,7 @@ pub fn key_properties(key_blurb: &str, key_file_blurb: &str) -> Vec<glib::ParamS
             .build(),
         glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
             .nick("Statistics")
-            .blurb("Counters of the current or last run (see the README for the fields)")
+            .blurb(stats_blurb)
             .read_only()
             .build(),
     ]
@@ -131,9 +138,10 @@ pub struct KeySettings {
     pub key_id: u64,
     pub key_file: Option<PathBuf>,
     pub clear_keys_on_stop: bool,
-    /// Why the last key offered was refused, repeated in the start error when that
-    /// leaves the element without a key.
-    pub refused: Option<String>,
+    /// Properties set to a value that was refused before start, with why: the
+    /// element then refuses to start, rather than run with a value the user did
+    /// not ask for.
+    pub invalid: BTreeMap<String, String>,
     /// `iv`, `serialize-iv`, `per-buffer-padding`.
     pub cbc: CbcOptions,
     pub framing: Framing,
@@ -147,7 +155,7 @@ impl Default for KeySettings {
             key_id: 0,
             key_file: None,
             clear_keys_on_stop: true,
-            refused: None,
+            invalid: BTreeMap::new(),
             cbc: CbcOptions::default(),
             framing: Framing::default(),
         }
@@ -176,11 +184,15 @@ impl KeySettings {
                 let text = value.get::<Option<&str>>().expect("type checked");
                 let iv = match text {
                     None => [0; 16],
-                    Some(text) => KeyText::new(text)
-                        .parse(&[16], None, "iv")
+                    Some(text) => SecretKey::from_hex(text)
                         .ok()
                         .and_then(|iv| iv.as_bytes().try_into().ok())
-                        .ok_or_else(|| "iv must be 32 hex digits (16 bytes)".to_owned())?,
+                        .ok_or_else(|| {
+                            format!(
+                                "the IV must be 32 hex digits (16 bytes), not {} characters",
+                                text.trim().chars().count()
+                            )
+                        })?,
                 };
                 self.cbc.iv = iv;
             }
@@ -209,20 +221,52 @@ impl KeySettings {
         }
     }
 
-    /// The hint appended to "no key" errors.
-    pub fn refused_hint(&self) -> String {
-        self.refused
-            .as_ref()
-            .map(|why| format!(" (the last key given was refused: {why})"))
-            .unwrap_or_default()
+    /// At start: an error naming every property that was given a value it
+    /// refused.
+    pub fn check_valid(&self) -> Result<(), gst::ErrorMessage> {
+        if self.invalid.is_empty() {
+            return Ok(());
+        }
+        let problems = self
+            .invalid
+            .iter()
+            .map(|(name, why)| format!("`{name}`: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(gst::error_msg!(
+            gst::LibraryError::Settings,
+            ("Invalid settings, not starting: {problems}")
+        ))
     }
 
     /// Wipes the keys held in the settings (on stop, unless asked to keep them).
     pub fn clear_keys(&mut self) {
         self.key = None;
-        self.refused = None;
+        self.invalid.remove("key");
+    }
+
+    /// The current value of a setting that cannot change while running, for
+    /// the message that refuses a change.
+    fn value_in_use(&self, name: &str) -> String {
+        match name {
+            "mode" => self.mode.nick().to_owned(),
+            "framing" => self.framing.nick().to_owned(),
+            "iv" => "the IV set before start".to_owned(),
+            "serialize-iv" => self.cbc.serialize_iv.to_string(),
+            "per-buffer-padding" => self.cbc.per_buffer_padding.to_string(),
+            other => other.to_owned(),
+        }
     }
 }
+
+/// Settings of both elements that take effect at start only.
+const READY_ONLY: [&str; 5] = [
+    "mode",
+    "framing",
+    "iv",
+    "serialize-iv",
+    "per-buffer-padding",
+];
 
 /// What the two elements share in handling keys handed to them.
 pub trait KeyedElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
@@ -234,11 +278,30 @@ pub trait KeyedElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
     /// Takes a key handed over by the `(kid, key)` action signal.
     fn accept_key(&self, kid: u64, key: KeyText) -> Result<(), KeyError>;
 
-    /// Records and reports a refused key; the key in use stays. Call holding none
-    /// of the element's locks: a bus sync handler may call back into the element.
-    fn refuse(&self, what: &str, err: KeyError) {
-        self.with_key_settings(|keys| keys.refused = Some(err.to_string()));
-        self.refuse_setting(what, &err, "the previous key stays in use");
+    /// Whether the element has started (PAUSED or PLAYING): settings that take
+    /// effect at start can no longer change.
+    fn is_running(&self) -> bool;
+
+    /// Reports a refused property value. While running, the value in use stays
+    /// and a warning says so; before start the element will refuse to start,
+    /// naming it. Call holding none of the element's locks: a bus sync handler
+    /// may call back into the element.
+    fn refuse_property(&self, name: &str, why: &dyn std::fmt::Display) {
+        if self.is_running() {
+            self.refuse_setting(name, why, "the value in use stays");
+        } else {
+            self.with_key_settings(|keys| keys.invalid.insert(name.to_owned(), why.to_string()));
+            self.refuse_setting(
+                name,
+                why,
+                "the element will not start until it is set right",
+            );
+        }
+    }
+
+    /// A property took a valid value: an earlier refusal no longer stands.
+    fn accept_property(&self, name: &str) {
+        self.with_key_settings(|keys| keys.invalid.remove(name));
     }
 
     /// Logs and posts a warning that a setting was refused.
@@ -251,9 +314,27 @@ pub trait KeyedElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
         );
     }
 
+    /// Posts a warning when a key file can be read by others than its owner.
+    fn warn_if_exposed(&self, file: &KeyFile) {
+        if let Some(exposure) = &file.exposed {
+            gst::warning!(Self::category(), imp = self, "{exposure}");
+            gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{exposure}"));
+        }
+    }
+
     /// Sets `name` if it is one of the key or mode settings both elements share;
     /// returns whether it was.
     fn set_shared_property(&self, name: &str, value: &glib::Value) -> bool {
+        if READY_ONLY.contains(&name) && self.is_running() {
+            let in_use = self.with_key_settings(|keys| keys.value_in_use(name));
+            self.refuse_setting(
+                name,
+                &"it cannot change while the element is running (PAUSED or PLAYING); set it \
+                  in NULL or READY",
+                &format!("{in_use} stays in use"),
+            );
+            return true;
+        }
         match name {
             "mode" => self.with_key_settings(|keys| keys.mode = value.get().expect("type checked")),
             "key-id" => {
@@ -272,9 +353,9 @@ pub trait KeyedElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
                 keys.clear_keys_on_stop = value.get().expect("type checked")
             }),
             "iv" | "serialize-iv" | "per-buffer-padding" => {
-                if let Err(why) = self.with_key_settings(|keys| keys.set_cbc_property(name, value))
-                {
-                    self.refuse_setting(name, &why, "the previous value stays");
+                match self.with_key_settings(|keys| keys.set_cbc_property(name, value)) {
+                    Ok(()) => self.accept_property(name),
+                    Err(why) => self.refuse_property(name, &why),
                 }
             }
             _ => return false,
@@ -306,12 +387,17 @@ pub fn key_signal<T: KeyedElement>(name: &'static str) -> glib::subclass::Signal
         .class_handler(move |args| {
             let element = args[0].get::<T::Type>().expect("signal arg");
             let kid = args[1].get::<u64>().expect("signal arg");
-            let text = args[2].get::<Option<String>>().expect("signal arg");
+            // Read in place: the only copy we make is the wiped `KeyText`.
+            let text = args[2].get::<Option<&str>>().expect("signal arg");
             let imp = element.imp();
-            let accepted = match imp.accept_key(kid, KeyText::new(text.as_deref().unwrap_or(""))) {
+            let accepted = match imp.accept_key(kid, KeyText::new(text.unwrap_or(""))) {
                 Ok(()) => true,
                 Err(err) => {
-                    imp.refuse(&format!("{name} for KID {kid}"), err);
+                    imp.refuse_setting(
+                        &format!("{name} for KID {kid}"),
+                        &err,
+                        "the keys in use stay",
+                    );
                     false
                 }
             };
@@ -377,20 +463,64 @@ pub fn new_memory<E>(
     Ok(memory)
 }
 
+/// Input that arrives without caps. BaseTransform refuses buffers before caps
+/// as "not negotiated", yet files, pipes, sockets and test sources send none,
+/// and our caps are ANY in and out: such buffers are held here instead, and
+/// `generate_output` takes them from here.
+#[derive(Default)]
+pub struct CaplessInput {
+    /// Whether caps have been set since start (BaseTransform takes buffers
+    /// itself then).
+    negotiated: AtomicBool,
+    queued: Mutex<Option<gst::Buffer>>,
+}
+
+impl CaplessInput {
+    /// From `set_caps` (true) and `start`/`stop` (false).
+    pub fn set_negotiated(&self, negotiated: bool) {
+        self.negotiated.store(negotiated, Ordering::Relaxed);
+    }
+
+    /// `submit_input_buffer`: keeps `buffer` when there are no caps; otherwise
+    /// hands it back for BaseTransform.
+    pub fn submit(&self, buffer: gst::Buffer) -> Option<gst::Buffer> {
+        if self.negotiated.load(Ordering::Relaxed) {
+            return Some(buffer);
+        }
+        *self.queued.lock().unwrap() = Some(buffer);
+        None
+    }
+
+    /// The next input buffer: one kept here, or BaseTransform's queued one.
+    pub fn take<T>(&self, imp: &T) -> Option<gst::Buffer>
+    where
+        T: BaseTransformImpl,
+        <T as ObjectSubclass>::ParentType: IsA<gst_base::BaseTransform>,
+    {
+        if !self.negotiated.load(Ordering::Relaxed)
+            && let Some(buffer) = self.queued.lock().unwrap().take()
+        {
+            return Some(buffer);
+        }
+        imp.take_queued_buffer()
+    }
+}
+
 /// BaseTransform's `generate_output` for an element transforming in place: the
-/// queued buffer, made writable (copied only if it is shared), goes straight to
+/// input buffer, made writable (copied only if it is shared), goes straight to
 /// `transform_ip`, without BaseTransform's per-buffer round trip through
 /// `prepare_output_buffer` and back (a fifth of the element's own cost on small
 /// buffers).
 pub fn generate_in_place<T>(
     imp: &T,
+    input: &CaplessInput,
 ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError>
 where
     T: BaseTransformImpl,
     <T as ObjectSubclass>::ParentType: IsA<gst_base::BaseTransform>,
 {
     use gst_base::subclass::base_transform::GenerateOutputSuccess;
-    let Some(mut buffer) = imp.take_queued_buffer() else {
+    let Some(mut buffer) = input.take(imp) else {
         return Ok(GenerateOutputSuccess::NoOutput);
     };
     Ok(match imp.transform_ip(buffer.make_mut())? {

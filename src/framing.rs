@@ -30,10 +30,20 @@ pub fn stream_header(code: u16) -> [u8; HEADER_LEN] {
     header
 }
 
-pub fn length_prefix(len: usize) -> [u8; LENGTH_LEN] {
-    debug_assert!(len > 0 && len <= MAX_RECORD);
-    (len as u32).to_be_bytes()
+/// The length field of a record of `len` bytes; `None` if no record can be that
+/// long (the writer must split its input first, never wrap the length).
+pub fn length_prefix(len: usize) -> Option<[u8; LENGTH_LEN]> {
+    if len == 0 || len > MAX_RECORD {
+        return None;
+    }
+    Some((len as u32).to_be_bytes())
 }
+
+/// Most plaintext one record carries: a writer splits larger inputs into records
+/// of this size, leaving room for any format's overhead (at most a few dozen
+/// bytes) well within `MAX_RECORD`.
+pub const MAX_RECORD_PLAINTEXT: usize = MAX_RECORD - (1 << 16);
+const _: () = assert!(MAX_RECORD_PLAINTEXT < MAX_RECORD);
 
 /// Why a stream cannot be read on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +56,7 @@ pub enum StreamError {
     /// The header names another format than the element is set to.
     OtherFormat {
         found: u16,
+        expected: u16,
     },
     /// A length field out of range: the stream is corrupt.
     BadLength {
@@ -74,12 +85,11 @@ impl fmt::Display for StreamError {
                     "streamcrypt stream version {version}; this element reads version {VERSION}"
                 )
             }
-            StreamError::OtherFormat { found } => {
-                write!(
-                    f,
-                    "the stream was written in format {found:#06x}, another mode than the one set"
-                )
-            }
+            StreamError::OtherFormat { found, expected } => write!(
+                f,
+                "the stream was written in format {found:#06x}, not in format {expected:#06x} \
+                 of the mode set"
+            ),
             StreamError::BadLength { len, at } => write!(
                 f,
                 "corrupt stream: record length {len} at byte {at} (1 to {MAX_RECORD} allowed)"
@@ -95,6 +105,17 @@ impl fmt::Display for StreamError {
 
 impl std::error::Error for StreamError {}
 
+/// One record as the reader hands it out: its bytes, and where it was in the
+/// stream, so that errors can name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// 0 for the first record of the stream.
+    pub index: u64,
+    /// Stream offset of the record's length field.
+    pub offset: u64,
+    pub bytes: &'a [u8],
+}
+
 /// Reassembles the records of a stream from chunks cut anywhere.
 #[derive(Debug)]
 pub struct RecordReader {
@@ -105,8 +126,11 @@ pub struct RecordReader {
     /// Stream offset of `data[0]`.
     offset: u64,
     header_seen: bool,
-    /// An error has been returned: the stream is not read on.
-    failed: bool,
+    /// Records handed out so far.
+    records: u64,
+    /// The stream is not read on: an error was returned, or the caller gave up
+    /// on it (`stop`). Later input is discarded, not buffered.
+    stopped: bool,
 }
 
 impl RecordReader {
@@ -118,17 +142,34 @@ impl RecordReader {
             read: 0,
             offset: 0,
             header_seen: false,
-            failed: false,
+            records: 0,
+            stopped: false,
         }
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
+        if self.stopped {
+            return;
+        }
         if self.read > 0 && self.read >= self.data.len() / 2 {
             self.data.drain(..self.read);
             self.offset += self.read as u64;
             self.read = 0;
         }
         self.data.extend_from_slice(chunk);
+    }
+
+    /// Stops reading: what is buffered is dropped, and later input is ignored.
+    /// For a caller that failed on a record.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+        self.data = Vec::new();
+        self.read = 0;
+    }
+
+    /// Bytes held, waiting for the rest of a record.
+    pub fn buffered(&self) -> usize {
+        self.data.len() - self.read
     }
 
     fn available(&self) -> &[u8] {
@@ -140,40 +181,55 @@ impl RecordReader {
     }
 
     /// The next complete record, if one has arrived.
-    pub fn next_record(&mut self) -> Result<Option<&[u8]>, StreamError> {
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, StreamError> {
         let result = self.read_record();
-        self.failed |= result.is_err();
-        result.map(|range| range.map(|range| &self.data[range]))
+        if result.is_err() {
+            self.stop();
+        }
+        let record = result?;
+        Ok(record.map(|(offset, range)| {
+            let index = self.records;
+            self.records += 1;
+            Record {
+                index,
+                offset,
+                bytes: &self.data[range],
+            }
+        }))
     }
 
-    fn read_record(&mut self) -> Result<Option<std::ops::Range<usize>>, StreamError> {
-        if self.failed {
-            return Ok(None);
-        }
-        if !self.header_seen {
-            let available = self.available();
-            // Say "not ours" as soon as the bytes so far cannot be our header.
-            let seen = available.len().min(MAGIC.len());
-            if available[..seen] != MAGIC[..seen] {
-                return Err(StreamError::NotOurs {
-                    start: available[..available.len().min(HEADER_LEN)].to_vec(),
-                });
-            }
-            if available.len() < HEADER_LEN {
-                return Ok(None);
-            }
-            if available[4] != VERSION {
-                return Err(StreamError::Version(available[4]));
-            }
-            let found = u16::from_be_bytes([available[6], available[7]]);
-            if found != self.code {
-                return Err(StreamError::OtherFormat { found });
-            }
-            self.read += HEADER_LEN;
-            self.header_seen = true;
-        }
+    /// Checks the stream header, once there are enough bytes to.
+    fn read_header(&mut self) -> Result<bool, StreamError> {
         let available = self.available();
-        let Some(prefix) = available.get(..LENGTH_LEN) else {
+        // Say "not ours" as soon as the bytes so far cannot be our header.
+        let seen = available.len().min(MAGIC.len());
+        if available[..seen] != MAGIC[..seen] {
+            return Err(StreamError::NotOurs {
+                start: available[..available.len().min(HEADER_LEN)].to_vec(),
+            });
+        }
+        if available.len() < HEADER_LEN {
+            return Ok(false);
+        }
+        if available[4] != VERSION {
+            return Err(StreamError::Version(available[4]));
+        }
+        let found = u16::from_be_bytes([available[6], available[7]]);
+        if found != self.code {
+            return Err(StreamError::OtherFormat {
+                found,
+                expected: self.code,
+            });
+        }
+        self.read += HEADER_LEN;
+        self.header_seen = true;
+        Ok(true)
+    }
+
+    /// The length of the record at the read position, once its length field has
+    /// arrived.
+    fn record_len(&self) -> Result<Option<usize>, StreamError> {
+        let Some(prefix) = self.available().get(..LENGTH_LEN) else {
             return Ok(None);
         };
         let len = u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize;
@@ -183,38 +239,51 @@ impl RecordReader {
                 at: self.position(),
             });
         }
-        if available.len() < LENGTH_LEN + len {
-            return Ok(None);
-        }
-        let start = self.read + LENGTH_LEN;
-        self.read = start + len;
-        Ok(Some(start..start + len))
+        Ok(Some(len))
     }
 
-    /// At the end of the stream: an error if it stops inside the header or a record
-    /// (and none was returned before).
+    /// The next complete record's stream offset and where its bytes are.
+    fn read_record(&mut self) -> Result<Option<(u64, std::ops::Range<usize>)>, StreamError> {
+        if self.stopped || (!self.header_seen && !self.read_header()?) {
+            return Ok(None);
+        }
+        let Some(len) = self.record_len()? else {
+            return Ok(None);
+        };
+        if self.available().len() < LENGTH_LEN + len {
+            return Ok(None);
+        }
+        let offset = self.position();
+        let start = self.read + LENGTH_LEN;
+        self.read = start + len;
+        Ok(Some((offset, start..start + len)))
+    }
+
+    /// At the end of the stream: an error if it stops inside the header or a
+    /// record. Call once every complete record has been taken; a stopped reader
+    /// (its error already returned) has nothing more to say.
     pub fn finish(&self) -> Result<(), StreamError> {
         let available = self.available();
-        if self.failed {
+        if self.stopped || available.is_empty() {
             return Ok(());
         }
-        let missing = if !self.header_seen {
-            if available.is_empty() {
-                return Ok(());
+        let needed = if self.header_seen {
+            match self.record_len()? {
+                Some(len) => LENGTH_LEN + len,
+                None => LENGTH_LEN,
             }
-            HEADER_LEN - available.len()
-        } else if available.is_empty() {
-            return Ok(());
-        } else if let Some(prefix) = available.get(..LENGTH_LEN) {
-            let len = u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize;
-            LENGTH_LEN + len - available.len()
         } else {
-            LENGTH_LEN - available.len()
+            HEADER_LEN
         };
-        Err(StreamError::Truncated {
-            at: self.offset + self.data.len() as u64,
-            missing,
-        })
+        match needed.checked_sub(available.len()) {
+            Some(missing) if missing > 0 => Err(StreamError::Truncated {
+                at: self.offset + self.data.len() as u64,
+                missing,
+            }),
+            // A complete record or header is still waiting to be taken: that is
+            // the caller's to read, not a truncation.
+            _ => Ok(()),
+        }
     }
 }
 
@@ -227,7 +296,7 @@ mod tests {
     fn stream(records: &[&[u8]]) -> Vec<u8> {
         let mut out = stream_header(CODE).to_vec();
         for record in records {
-            out.extend(length_prefix(record.len()));
+            out.extend(length_prefix(record.len()).unwrap());
             out.extend(*record);
         }
         out
@@ -239,7 +308,8 @@ mod tests {
         for chunk in chunks {
             reader.push(&chunk);
             while let Some(record) = reader.next_record()? {
-                records.push(record.to_vec());
+                assert_eq!(record.index, records.len() as u64);
+                records.push(record.bytes.to_vec());
             }
         }
         reader.finish()?;
@@ -283,7 +353,10 @@ mod tests {
         reader.push(&stream(&[b"x"]));
         assert_eq!(
             reader.next_record(),
-            Err(StreamError::OtherFormat { found: 4 })
+            Err(StreamError::OtherFormat {
+                found: 4,
+                expected: 5
+            })
         );
     }
 
@@ -330,5 +403,80 @@ mod tests {
         );
         let err = read_all([stream(&[]), vec![0, 0, 0, 0]].into_iter()).unwrap_err();
         assert_eq!(err, StreamError::BadLength { len: 0, at: 8 });
+    }
+
+    #[test]
+    fn records_say_where_they_were() {
+        let bytes = stream(&[b"ab", b"cde", b"f"]);
+        let mut reader = RecordReader::new(CODE);
+        reader.push(&bytes);
+        let mut found = Vec::new();
+        while let Some(record) = reader.next_record().unwrap() {
+            found.push((record.index, record.offset, record.bytes.to_vec()));
+        }
+        assert_eq!(
+            found,
+            [
+                (0, 8, b"ab".to_vec()),
+                (1, 14, b"cde".to_vec()),
+                (2, 21, b"f".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn finish_with_records_still_buffered_is_no_truncation() {
+        // A caller that stopped taking records (it failed on one) and then
+        // reached the end: finish() must neither underflow nor claim a cut.
+        let bytes = stream(&[b"bad", b"good", b"good too"]);
+        let mut reader = RecordReader::new(CODE);
+        reader.push(&bytes);
+        assert!(reader.next_record().unwrap().is_some());
+        assert_eq!(reader.finish(), Ok(()));
+        // Two complete records and half a third: the half is the truncation.
+        let mut reader = RecordReader::new(CODE);
+        reader.push(&bytes[..bytes.len() - 4]);
+        assert!(reader.next_record().unwrap().is_some());
+        assert_eq!(reader.finish(), Ok(()));
+        assert!(reader.next_record().unwrap().is_some());
+        assert_eq!(
+            reader.finish(),
+            Err(StreamError::Truncated {
+                at: bytes.len() as u64 - 4,
+                missing: 4
+            })
+        );
+    }
+
+    #[test]
+    fn a_stopped_reader_buffers_nothing_more() {
+        let bytes = stream(&[b"first", b"second"]);
+        let mut reader = RecordReader::new(CODE);
+        reader.push(&bytes);
+        assert!(reader.next_record().unwrap().is_some());
+        reader.stop();
+        assert_eq!(reader.buffered(), 0);
+        reader.push(&vec![0u8; 1 << 20]);
+        assert_eq!(reader.buffered(), 0, "input after a failure is not kept");
+        assert_eq!(reader.next_record(), Ok(None));
+        assert_eq!(reader.finish(), Ok(()));
+        // An error stops the reader too.
+        let mut reader = RecordReader::new(CODE);
+        reader.push(b"not ours at all");
+        assert!(reader.next_record().is_err());
+        reader.push(&bytes);
+        assert_eq!(reader.buffered(), 0);
+        assert_eq!(reader.next_record(), Ok(None));
+    }
+
+    #[test]
+    fn no_length_field_wraps() {
+        assert_eq!(length_prefix(0), None);
+        assert_eq!(length_prefix(MAX_RECORD + 1), None);
+        assert_eq!(length_prefix(1usize << 32), None);
+        assert_eq!(
+            length_prefix(MAX_RECORD),
+            Some((MAX_RECORD as u32).to_be_bytes())
+        );
     }
 }

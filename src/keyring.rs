@@ -1,20 +1,44 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The decrypter's keys, by KID, with a bound on how many are held.
+//!
+//! Keys come in two kinds. *Trusted* keys are the ones the application set
+//! (`key`, `key-file`, `add-key`). Keys fetched on demand for a KID seen in the
+//! stream (`request-key`) are *on probation* until a frame authenticates under
+//! them: anyone can put any KID in a forged frame, and a key service may answer
+//! for any KID, so such keys must not be able to push out the keys in use. Each
+//! kind has its own bound; a probation key that authenticates a frame becomes
+//! trusted.
 
 use std::collections::{HashMap, VecDeque};
 
-/// Values by KID. When full, adding a KID pushes out the oldest-added one, except
-/// the KID the stream is using now (`keep`): the key that is decrypting frames
-/// right now must never be the one to go.
+/// Whether the application vouched for a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    Trusted,
+    Probation,
+}
+
+#[derive(Debug)]
+struct Entry<T> {
+    value: T,
+    trust: Trust,
+}
+
+/// Values by KID. When a kind is full, adding a KID of that kind pushes out the
+/// oldest-added one of the same kind, except the KID the stream is using now
+/// (`keep`): the key that is decrypting frames right now must never be the one
+/// to go. A probation key never pushes out a trusted one.
 #[derive(Debug)]
 pub struct KeyRing<T> {
     capacity: usize,
-    entries: HashMap<u64, T>,
+    entries: HashMap<u64, Entry<T>>,
     /// KIDs, oldest-added first.
     order: VecDeque<u64>,
 }
 
 impl<T> KeyRing<T> {
+    /// A ring of at most `capacity` trusted keys and `capacity` keys on
+    /// probation.
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
@@ -32,32 +56,63 @@ impl<T> KeyRing<T> {
     }
 
     pub fn get(&self, kid: u64) -> Option<&T> {
-        self.entries.get(&kid)
+        self.entries.get(&kid).map(|entry| &entry.value)
+    }
+
+    pub fn get_mut(&mut self, kid: u64) -> Option<&mut T> {
+        self.entries.get_mut(&kid).map(|entry| &mut entry.value)
+    }
+
+    pub fn trust(&self, kid: u64) -> Option<Trust> {
+        self.entries.get(&kid).map(|entry| entry.trust)
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut T)> {
-        self.entries.iter_mut().map(|(kid, value)| (*kid, value))
+        self.entries
+            .iter_mut()
+            .map(|(kid, entry)| (*kid, &mut entry.value))
     }
 
     /// Oldest-added first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, &T)> {
-        self.order.iter().map(|kid| (*kid, &self.entries[kid]))
+        self.order
+            .iter()
+            .map(|kid| (*kid, &self.entries[kid].value))
     }
 
-    /// Adds or replaces the value for `kid` (it becomes the newest); returns the
-    /// KIDs pushed out to make room.
-    pub fn insert(&mut self, kid: u64, value: T, keep: Option<u64>) -> Vec<u64> {
-        if self.entries.insert(kid, value).is_some() {
+    /// Adds or replaces the value for `kid` (it becomes the newest of its kind);
+    /// returns the KIDs pushed out to make room. A trusted key stays trusted
+    /// when replaced by one on probation.
+    pub fn insert(&mut self, kid: u64, value: T, trust: Trust, keep: Option<u64>) -> Vec<u64> {
+        let trust = match self.entries.get(&kid) {
+            Some(old) if old.trust == Trust::Trusted => Trust::Trusted,
+            _ => trust,
+        };
+        if self.entries.insert(kid, Entry { value, trust }).is_some() {
             self.order.retain(|k| *k != kid);
         }
         self.order.push_back(kid);
-        self.shrink_to(self.capacity, keep.into_iter().chain([kid]))
+        self.shrink(trust, keep.into_iter().chain([kid]))
+    }
+
+    /// A key on probation has proven itself: it becomes the newest trusted key.
+    /// Returns the KIDs pushed out to make room.
+    pub fn trust_key(&mut self, kid: u64) -> Vec<u64> {
+        match self.entries.get_mut(&kid) {
+            Some(entry) if entry.trust == Trust::Probation => {
+                entry.trust = Trust::Trusted;
+                self.order.retain(|k| *k != kid);
+                self.order.push_back(kid);
+                self.shrink(Trust::Trusted, [kid])
+            }
+            _ => Vec::new(),
+        }
     }
 
     pub fn remove(&mut self, kid: u64) -> Option<T> {
-        let value = self.entries.remove(&kid)?;
+        let entry = self.entries.remove(&kid)?;
         self.order.retain(|k| *k != kid);
-        Some(value)
+        Some(entry.value)
     }
 
     pub fn clear(&mut self) {
@@ -68,19 +123,33 @@ impl<T> KeyRing<T> {
     /// Changes the bound; returns the KIDs pushed out.
     pub fn set_capacity(&mut self, capacity: usize, keep: Option<u64>) -> Vec<u64> {
         self.capacity = capacity.max(1);
-        self.shrink_to(self.capacity, keep)
+        let mut evicted = self.shrink(Trust::Probation, keep);
+        evicted.extend(self.shrink(Trust::Trusted, keep));
+        evicted
     }
 
-    fn shrink_to(&mut self, capacity: usize, keep: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    /// Pushes out the oldest keys of kind `trust` beyond the capacity, except
+    /// those in `keep`.
+    fn shrink(&mut self, trust: Trust, keep: impl IntoIterator<Item = u64>) -> Vec<u64> {
         let keep: Vec<u64> = keep.into_iter().collect();
+        let mut held = self
+            .order
+            .iter()
+            .filter(|kid| self.entries[*kid].trust == trust)
+            .count();
         let mut evicted = Vec::new();
-        while self.entries.len() > capacity {
-            let Some(position) = self.order.iter().position(|kid| !keep.contains(kid)) else {
+        while held > self.capacity {
+            let Some(position) = self
+                .order
+                .iter()
+                .position(|kid| self.entries[kid].trust == trust && !keep.contains(kid))
+            else {
                 break;
             };
             let kid = self.order.remove(position).expect("position is in range");
             self.entries.remove(&kid);
             evicted.push(kid);
+            held -= 1;
         }
         evicted
     }
@@ -89,13 +158,14 @@ impl<T> KeyRing<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Trust::{Probation, Trusted};
 
     #[test]
     fn evicts_oldest_added() {
         let mut ring = KeyRing::new(2);
-        assert!(ring.insert(1, "a", None).is_empty());
-        assert!(ring.insert(2, "b", None).is_empty());
-        assert_eq!(ring.insert(3, "c", None), vec![1]);
+        assert!(ring.insert(1, "a", Trusted, None).is_empty());
+        assert!(ring.insert(2, "b", Trusted, None).is_empty());
+        assert_eq!(ring.insert(3, "c", Trusted, None), vec![1]);
         assert_eq!(ring.get(1), None);
         assert_eq!(ring.get(3), Some(&"c"));
     }
@@ -103,20 +173,20 @@ mod tests {
     #[test]
     fn never_evicts_the_key_in_use() {
         let mut ring = KeyRing::new(2);
-        ring.insert(1, "in use", None);
-        ring.insert(2, "next", None);
+        ring.insert(1, "in use", Trusted, None);
+        ring.insert(2, "next", Trusted, None);
         // The stream still runs on KID 1: KID 2 goes instead.
-        assert_eq!(ring.insert(3, "after next", Some(1)), vec![2]);
+        assert_eq!(ring.insert(3, "after next", Trusted, Some(1)), vec![2]);
         assert!(ring.get(1).is_some());
     }
 
     #[test]
     fn replacing_moves_to_newest() {
         let mut ring = KeyRing::new(2);
-        ring.insert(1, "a", None);
-        ring.insert(2, "b", None);
-        ring.insert(1, "a2", None);
-        assert_eq!(ring.insert(3, "c", None), vec![2]);
+        ring.insert(1, "a", Trusted, None);
+        ring.insert(2, "b", Trusted, None);
+        ring.insert(1, "a2", Trusted, None);
+        assert_eq!(ring.insert(3, "c", Trusted, None), vec![2]);
         assert_eq!(ring.get(1), Some(&"a2"));
         assert_eq!(ring.iter().map(|(kid, _)| kid).collect::<Vec<_>>(), [1, 3]);
     }
@@ -125,7 +195,7 @@ mod tests {
     fn shrinking_and_removal() {
         let mut ring = KeyRing::new(4);
         for kid in 0..4 {
-            ring.insert(kid, kid, None);
+            ring.insert(kid, kid, Trusted, None);
         }
         assert_eq!(ring.set_capacity(2, Some(0)), vec![1, 2]);
         assert_eq!(ring.remove(0), Some(0));
@@ -133,5 +203,41 @@ mod tests {
         assert_eq!(ring.len(), 1);
         ring.clear();
         assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn keys_on_probation_never_push_out_trusted_keys() {
+        let mut ring = KeyRing::new(2);
+        ring.insert(1, 1, Trusted, None);
+        ring.insert(2, 2, Trusted, None);
+        // A flood of keys fetched for forged KIDs churns only among themselves.
+        for kid in 100..1100 {
+            for evicted in ring.insert(kid, kid, Probation, Some(1)) {
+                assert!(evicted >= 100, "trusted key {evicted} pushed out");
+            }
+        }
+        assert_eq!(ring.trust(1), Some(Trusted));
+        assert_eq!(ring.trust(2), Some(Trusted));
+        assert_eq!(ring.len(), 4, "two trusted, two on probation");
+        assert_eq!(ring.get(1099), Some(&1099));
+        assert_eq!(ring.get(1097), None);
+    }
+
+    #[test]
+    fn a_key_that_proves_itself_becomes_trusted() {
+        let mut ring = KeyRing::new(2);
+        ring.insert(1, 1, Trusted, None);
+        ring.insert(2, 2, Trusted, None);
+        ring.insert(3, 3, Probation, None);
+        assert_eq!(ring.trust(3), Some(Probation));
+        // The stream switched to KID 3 (sender first): it joins the trusted
+        // keys and the oldest trusted key goes.
+        assert_eq!(ring.trust_key(3), vec![1]);
+        assert_eq!(ring.trust(3), Some(Trusted));
+        assert!(ring.trust_key(3).is_empty());
+        // Replacing a trusted key with a probation answer keeps it trusted.
+        ring.insert(2, 22, Probation, None);
+        assert_eq!(ring.trust(2), Some(Trusted));
+        assert_eq!(ring.get(2), Some(&22));
     }
 }

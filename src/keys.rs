@@ -6,6 +6,8 @@
 //! the bus.
 
 use std::fmt;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use zeroize::Zeroizing;
@@ -180,11 +182,44 @@ impl fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
+impl KeyError {
+    /// This error, about the key on `line` of the key file at `path`.
+    pub fn in_key_file(self, path: &str, line: usize) -> KeyError {
+        match self {
+            // Already names its file and line.
+            KeyError::File { .. } => self,
+            other => KeyError::File {
+                path: path.to_owned(),
+                reason: format!("line {line}: {other}"),
+            },
+        }
+    }
+}
+
 /// One key line of a key file: `HEX` (kid `None`) or `KID HEX`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyLine {
     pub kid: Option<u64>,
     pub key: KeyText,
+    /// 1-based line number, for errors about this key.
+    pub line: usize,
+}
+
+/// The keys of a key file, and what to warn about it.
+#[derive(Debug)]
+pub struct KeyFile {
+    /// The path as given, to name the file in messages.
+    pub path: String,
+    pub lines: Vec<KeyLine>,
+    /// Set when others than the owner may read the file.
+    pub exposed: Option<String>,
+}
+
+impl KeyFile {
+    /// `what` (a key read from `line`) with errors naming this file and line.
+    pub fn check<T>(&self, line: &KeyLine, what: Result<T, KeyError>) -> Result<T, KeyError> {
+        what.map_err(|e| e.in_key_file(&self.path, line.line))
+    }
 }
 
 /// Parses key-file text: one key per line, `KEY` or `KID KEY` (KID in decimal, KEY
@@ -224,6 +259,7 @@ pub fn parse_key_file(text: &str, path: &str) -> Result<Vec<KeyLine>, KeyError> 
         keys.push(KeyLine {
             kid,
             key: KeyText::new(hex),
+            line: line_no,
         });
     }
     if keys.is_empty() {
@@ -236,14 +272,29 @@ pub fn parse_key_file(text: &str, path: &str) -> Result<Vec<KeyLine>, KeyError> 
 }
 
 /// Reads and parses a key file; the file's text is wiped from memory afterwards.
-pub fn read_key_file(path: &Path) -> Result<Vec<KeyLine>, KeyError> {
+pub fn read_key_file(path: &Path) -> Result<KeyFile, KeyError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| KeyError::File {
+    let file_error = |e: std::io::Error| KeyError::File {
         path: shown.clone(),
         reason: e.to_string(),
-    })?;
-    let text = Zeroizing::new(text);
-    parse_key_file(&text, &shown)
+    };
+    let mut file = std::fs::File::open(path).map_err(file_error)?;
+    let mode = file.metadata().map_err(file_error)?.permissions().mode();
+    let mut text = Zeroizing::new(String::new());
+    file.read_to_string(&mut text).map_err(file_error)?;
+    let lines = parse_key_file(&text, &shown)?;
+    let exposed = (mode & 0o077 != 0).then(|| {
+        format!(
+            "key file {shown} can be read by others than its owner (mode {:04o}): \
+             `chmod 600 {shown}`",
+            mode & 0o7777
+        )
+    });
+    Ok(KeyFile {
+        path: shown,
+        lines,
+        exposed,
+    })
 }
 
 #[cfg(test)]
@@ -340,6 +391,40 @@ mod tests {
         );
         let err = parse_key_file("# nothing\n", "/k").unwrap_err();
         assert!(err.to_string().contains("no key in the file"));
+    }
+
+    #[test]
+    fn key_errors_name_the_file_and_line() {
+        let file = KeyFile {
+            path: "/etc/k".into(),
+            lines: parse_key_file("# keys\n\n7 0011\n", "/etc/k").unwrap(),
+            exposed: None,
+        };
+        let line = &file.lines[0];
+        assert_eq!(line.line, 3);
+        let err = file
+            .check(line, line.key.parse(&[16], None, "aes-128-gcm"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "key file /etc/k: line 3: mode aes-128-gcm needs a key of 16 bytes (32 hex \
+             digits); this key has 2 bytes (4 hex digits)"
+        );
+    }
+
+    #[test]
+    fn key_files_others_can_read_are_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        std::fs::write(&path, "1 00112233445566778899aabbccddeeff\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_key_file(&path).unwrap().exposed, None);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warning = read_key_file(&path).unwrap().exposed.unwrap();
+        assert!(warning.contains("mode 0644"), "{warning}");
+        assert!(warning.contains("chmod 600"), "{warning}");
+        assert!(!warning.contains("0011223344"), "{warning}");
     }
 
     #[test]

@@ -12,10 +12,12 @@ pub mod encrypt;
 pub mod framing;
 pub mod hls;
 pub mod hlssink;
+pub mod key_requests;
 pub mod keyring;
 pub mod keys;
 pub mod mode;
 pub mod sframe;
+pub mod sniff;
 #[cfg(test)]
 mod test_util;
 

@@ -161,8 +161,28 @@ impl Mode {
 
     /// The name users write on a gst-launch line, e.g. `aes-128-gcm`.
     pub fn nick(self) -> &'static str {
-        glib::EnumClass::with_type(Self::static_type())
-            .and_then(|class| class.value(self as i32).map(|value| value.nick()))
-            .unwrap_or("unknown")
+        nick_of::<Self>(self as i32)
     }
+
+    /// The mode whose byte-stream header carries `code` (see
+    /// `Format::stream_code`).
+    pub fn for_stream_code(code: u16) -> Option<Mode> {
+        Self::ALL
+            .into_iter()
+            .find(|mode| mode.format(CbcOptions::default()).stream_code() == code)
+    }
+}
+
+impl Framing {
+    /// The name users write on a gst-launch line: `buffer` or `stream`.
+    pub fn nick(self) -> &'static str {
+        nick_of::<Self>(self as i32)
+    }
+}
+
+/// The nick of value `value` of the enum type `E`.
+fn nick_of<E: StaticType>(value: i32) -> &'static str {
+    glib::EnumClass::with_type(E::static_type())
+        .and_then(|class| class.value(value).map(|value| value.nick()))
+        .unwrap_or("unknown")
 }

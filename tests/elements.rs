@@ -33,8 +33,9 @@ fn output_is_never_the_plaintext() {
         let frame = enc.push_and_pull(media_buffer(i)).unwrap();
         let plain = payload(i);
         let map = frame.map_readable().unwrap();
-        // KID 1 fits the config byte; the counter takes 7 bytes; 16-byte tag.
-        assert_eq!(map.len(), plain.len() + 1 + 7 + 16, "buffer {i}");
+        // KID 1 fits the config byte; the counter (random start) takes 8 bytes;
+        // 16-byte tag.
+        assert_eq!(map.len(), plain.len() + 1 + 8 + 16, "buffer {i}");
         // No 16 bytes of the plaintext show in the output (shorter plaintexts
         // would match random bytes by chance).
         if plain.len() >= 16 {
@@ -109,13 +110,16 @@ fn wrong_length_key_is_an_error_naming_the_lengths() {
 
 #[test]
 fn bad_hex_before_start_is_explained_at_start() {
-    let err = start_error(&make("streamencrypt key=00112233xx"));
-    assert!(err.message().starts_with("No key"), "{}", err.message());
-    assert!(
-        err.message().contains("character 9 is not one of 0-9"),
-        "{}",
-        err.message()
-    );
+    for element in ["streamencrypt", "streamdecrypt"] {
+        let err = start_error(&make(&format!("{element} key=00112233xx")));
+        assert!(err.matches(gst::LibraryError::Settings));
+        assert_eq!(
+            err.message(),
+            "Invalid settings, not starting: `key`: the key is not hex: character 9 is not \
+             one of 0-9, a-f, A-F",
+            "{element}"
+        );
+    }
 }
 
 #[test]
@@ -125,7 +129,9 @@ fn decrypter_key_of_wrong_length_fails_at_start() {
     )));
     assert!(
         err.message()
-            .starts_with("Key for KID 4: mode aes-256-gcm needs a key of 32 bytes")
+            .starts_with("`key` for KID 4: mode aes-256-gcm needs a key of 32 bytes"),
+        "{}",
+        err.message()
     );
 }
 
@@ -527,7 +533,7 @@ fn on_error_fail_posts_decrypt_errors() {
     assert_eq!(dec.push(frame), Err(gst::FlowError::Error));
     let err = first_error(&drain(&bus)).unwrap();
     assert!(err.matches(gst::StreamError::DecryptNokey));
-    assert_eq!(err.message(), "no key for KID 1");
+    assert_eq!(err.message(), "no key for KID 1 (request-key gave none)");
 }
 
 #[test]

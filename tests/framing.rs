@@ -146,13 +146,24 @@ fn a_corrupted_record_is_dropped_and_the_rest_delivered() {
     std::fs::write(&key_file, format!("1 {KEY_A}\n2 {KEY_B}\n")).unwrap();
     let keys = format!("key-file={}", key_file.display());
 
+    // On its own, a byte stream stops at the bad record, naming it and where it
+    // is, after every good record before it.
     let (out, error) = decrypt_file(&file, 100, &keys);
-    assert!(error.is_none(), "{error:?}");
-    assert_eq!(out, plain_stream(9), "all but the last record");
+    let error = error.expect("an error");
+    assert!(error.matches(gst::StreamError::Decrypt), "{error}");
+    assert!(error.message().starts_with("record 9 at byte "), "{error}");
+    assert!(error.message().contains("authentication failed"), "{error}");
+    assert_eq!(out, plain_stream(9), "every record before the bad one");
 
     let (out, error) = decrypt_file(&file, 100, &format!("{keys} on-error=fail"));
     assert!(error.unwrap().matches(gst::StreamError::Decrypt));
     assert_eq!(out, plain_stream(9));
+
+    // Dropping holes into a byte stream is there when asked for; the end of the
+    // stream then says what was dropped.
+    let (out, error) = decrypt_file(&file, 100, &format!("{keys} on-error=drop"));
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(out, plain_stream(9), "all but the last record");
 }
 
 #[test]

@@ -305,9 +305,19 @@ fn iv_must_be_sixteen_bytes() {
     );
     let warnings = warnings(&drain(&bus));
     assert!(
-        warnings[0].contains("iv must be 32 hex digits"),
+        warnings[0].contains("the IV must be 32 hex digits (16 bytes), not 4 characters"),
         "{warnings:?}"
     );
+    // Never silently zeros: the element refuses to start until the IV is right.
+    enc.set_property("key", KEY_A);
+    assert!(enc.set_state(gst::State::Paused).is_err());
+    let err = first_error(&drain(&bus)).unwrap();
+    assert!(err.matches(gst::LibraryError::Settings));
+    assert!(err.message().contains("`iv`: the IV must be"), "{err}");
+    let _ = enc.set_state(gst::State::Null);
+    enc.set_property("iv", "000102030405060708090a0b0c0d0e0f");
+    let (mut h, _) = harness(&enc);
+    assert!(h.push_and_pull(media_buffer(1)).is_ok());
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::ops::{ControlFlow, Range};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,22 +15,25 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 use smallvec::SmallVec;
+use zeroize::Zeroizing;
 
 use super::OnError;
 use crate::codec::{Format, ReadyKey, TrialDecoder};
-use crate::common::{self, KeySettings, KeyedElement};
+use crate::common::{self, CaplessInput, KeySettings, KeyedElement};
 use crate::compat::Invalid;
-use crate::framing::{RecordReader, StreamError};
-use crate::keyring::KeyRing;
+use crate::framing::{Record, RecordReader, StreamError};
+use crate::key_requests::{self, Held, RequestGate};
+use crate::keyring::{KeyRing, Trust};
 use crate::keys::{KeyError, KeyText, read_key_file};
 use crate::mode::{Framing, Mode};
-use crate::sframe::{FrameError, MAX_OVERHEAD, ParsedFrame, ReplayWindow};
+use crate::sframe::{CipherSuite, FrameError, Header, MAX_OVERHEAD, ParsedFrame, ReplayWindow};
+use crate::sniff;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "streamdecrypt",
         gst::DebugColorFlags::empty(),
-        Some("Stream decrypter (SFrame)"),
+        Some("Stream decrypter"),
     )
 });
 
@@ -42,7 +45,8 @@ const WARNING_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 struct Settings {
     keys: KeySettings,
-    on_error: OnError,
+    /// `None` until set: the default depends on the framing.
+    on_error: Option<OnError>,
     replay_window: u32,
     max_keys: u32,
 }
@@ -51,18 +55,53 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             keys: KeySettings::default(),
-            on_error: OnError::default(),
+            on_error: None,
             replay_window: DEFAULT_REPLAY_WINDOW,
             max_keys: DEFAULT_MAX_KEYS,
         }
     }
 }
 
-/// A key ready to decrypt with, made for the running mode, with the replay
-/// window of its KID (a new key for a KID starts a new window).
+impl Settings {
+    /// `on-error` as set, else `drop` for buffers and `fail` for byte streams: a
+    /// record dropped from a byte stream leaves a hole the demuxer after us would
+    /// report as a corrupt file, hiding the real cause.
+    fn on_error(&self) -> OnError {
+        self.on_error.unwrap_or(match self.keys.framing {
+            Framing::Buffer => OnError::Drop,
+            Framing::Stream => OnError::Fail,
+        })
+    }
+}
+
+/// A key ready to decrypt with, made for the running mode, with what the
+/// element tracks per key: its KID's replay window and its authentication
+/// failures. Adding the same key for its KID again keeps all of it.
 struct LiveKey {
     key: ReadyKey,
     replay: Mutex<ReplayWindow>,
+    /// Frames that failed authentication under this key.
+    auth_failures: AtomicU64,
+    /// Failures after which the key is retired (SFrame suites only).
+    max_auth_failures: u64,
+    /// A key fetched through `request-key` that has not yet authenticated a
+    /// frame (see `crate::keyring`).
+    on_probation: AtomicBool,
+}
+
+impl LiveKey {
+    fn retired(&self) -> bool {
+        self.auth_failures.load(Ordering::Relaxed) >= self.max_auth_failures
+    }
+
+    /// Whether `other` is this same key (for its KID and mode).
+    fn same_key(&self, other: &LiveKey) -> bool {
+        match (self.key.sframe(), other.key.sframe()) {
+            (Some(a), Some(b)) => a.fingerprint() == b.fingerprint(),
+            // Without a KID there is no per-key state worth keeping.
+            _ => false,
+        }
+    }
 }
 
 impl AsRef<ReadyKey> for LiveKey {
@@ -85,18 +124,29 @@ struct RingEntry {
 struct Running {
     mode: Mode,
     format: Format,
+    framing: Framing,
     replay_window: u32,
     /// KID of the last frame that authenticated.
     current_kid: Option<u64>,
     warnings: WarningLimiter,
+    requests: RequestGate,
+    /// Why the input seemed not to be encrypted, the last time it did.
+    plaintext: Option<String>,
 }
 
 impl Running {
-    fn live_key(&self, kid: u64, text: &KeyText) -> Result<Arc<LiveKey>, KeyError> {
+    fn live_key(&self, kid: u64, text: &KeyText, trust: Trust) -> Result<Arc<LiveKey>, KeyError> {
         let key = self.format.parse_key(text, self.mode.nick())?;
+        let max_auth_failures = match self.format {
+            Format::Sframe(suite) => suite.max_auth_failures(),
+            _ => u64::MAX,
+        };
         Ok(Arc::new(LiveKey {
             key: ReadyKey::new(&self.format, kid, &key),
             replay: Mutex::new(ReplayWindow::new(self.replay_window)),
+            auth_failures: AtomicU64::new(0),
+            max_auth_failures,
+            on_probation: AtomicBool::new(trust == Trust::Probation),
         }))
     }
 }
@@ -157,15 +207,32 @@ impl Stats {
         } += 1;
     }
 
+    fn dropped(&self) -> u64 {
+        self.dropped_no_key + self.dropped_auth + self.dropped_malformed + self.dropped_replay
+    }
+
+    /// "3 without a key, 27 failing authentication" for the causes that occurred.
+    fn drops_by_cause(&self) -> String {
+        [
+            (self.dropped_no_key, "without a key"),
+            (self.dropped_auth, "failing authentication"),
+            (self.dropped_malformed, "malformed"),
+            (self.dropped_replay, "replayed or too late"),
+        ]
+        .iter()
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, cause)| format!("{count} {cause}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+
     fn to_structure(&self, keys: usize) -> gst::Structure {
-        let dropped =
-            self.dropped_no_key + self.dropped_auth + self.dropped_malformed + self.dropped_replay;
         let mut s = gst::Structure::builder("streamdecrypt-stats")
             .field("buffers-in", self.buffers_in)
             .field("buffers-out", self.buffers_out)
             .field("bytes-in", self.bytes_in)
             .field("bytes-out", self.bytes_out)
-            .field("dropped", dropped)
+            .field("dropped", self.dropped())
             .field("dropped-no-key", self.dropped_no_key)
             .field("dropped-auth", self.dropped_auth)
             .field("dropped-malformed", self.dropped_malformed)
@@ -179,6 +246,14 @@ impl Stats {
         }
         s
     }
+}
+
+/// Where a key comes from: the application vouches for the keys it sets; a
+/// key answering `request-key` is on probation until it authenticates a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeySource {
+    Application,
+    Request,
 }
 
 struct State {
@@ -199,16 +274,46 @@ impl Default for State {
 
 impl State {
     /// Adds or replaces the key for `kid`. While running it is read with the mode
-    /// and made ready at once; before start, at start.
-    fn add_key(&mut self, kid: u64, text: KeyText, mode: Mode) -> Result<Vec<u64>, KeyError> {
-        let (live, keep) = match &self.running {
-            Some(running) => (Some(running.live_key(kid, &text)?), running.current_kid),
-            None => {
-                mode.check_plausible_key(&text)?;
-                (None, None)
-            }
+    /// and made ready at once; before start, at start. The key the KID already
+    /// has, added again, keeps its replay window and failure count.
+    fn add_key(
+        &mut self,
+        kid: u64,
+        text: KeyText,
+        mode: Mode,
+        source: KeySource,
+    ) -> Result<Vec<u64>, KeyError> {
+        let Some(running) = self.running.as_mut() else {
+            mode.check_plausible_key(&text)?;
+            return Ok(self
+                .ring
+                .insert(kid, RingEntry { text, live: None }, Trust::Trusted, None));
         };
-        Ok(self.ring.insert(kid, RingEntry { text, live }, keep))
+        // A key for a KID the stream asked for is an answer, whoever gives it.
+        let trust = if source == KeySource::Request || running.requests.is_pending(kid) {
+            Trust::Probation
+        } else {
+            Trust::Trusted
+        };
+        running.requests.answered(kid);
+        let live = running.live_key(kid, &text, trust)?;
+        let keep = running.current_kid;
+        if let Some(entry) = self.ring.get_mut(kid)
+            && let Some(old) = &entry.live
+            && old.same_key(&live)
+        {
+            if trust == Trust::Trusted {
+                // The application vouches for it now.
+                old.on_probation.store(false, Ordering::Relaxed);
+                return Ok(self.ring.trust_key(kid));
+            }
+            return Ok(Vec::new());
+        }
+        let entry = RingEntry {
+            text,
+            live: Some(live),
+        };
+        Ok(self.ring.insert(kid, entry, trust, keep))
     }
 
     fn live_key(&self, kid: u64) -> Option<Arc<LiveKey>> {
@@ -228,12 +333,21 @@ impl State {
             .filter_map(|(_, entry)| entry.live.clone());
         current.into_iter().chain(others).collect()
     }
+
+    /// Forgets every counter seen: the application restarted the stream.
+    fn reset_replay_windows(&mut self) {
+        for (_, entry) in self.ring.iter_mut() {
+            if let Some(live) = &entry.live {
+                live.replay.lock().unwrap().reset();
+            }
+        }
+    }
 }
 
 #[derive(Default)]
 pub struct StreamDecrypt {
-    /// Whether buffers are transformed in place, read once per buffer without
-    /// BaseTransform's object lock.
+    /// Whether buffers go one by one to `transform_ip` (every format with
+    /// `framing=buffer`), read once per buffer without a lock.
     in_place: AtomicBool,
     settings: Mutex<Settings>,
     state: Mutex<State>,
@@ -241,13 +355,18 @@ pub struct StreamDecrypt {
     trial: Mutex<Option<TrialDecoder>>,
     /// With `framing=stream`: the records arriving in the byte stream.
     records: Mutex<Option<RecordReader>>,
+    input: CaplessInput,
 }
 
 impl StreamDecrypt {
-    fn add_key(&self, kid: u64, text: KeyText) -> Result<(), KeyError> {
+    fn add_key(&self, kid: u64, text: KeyText, source: KeySource) -> Result<(), KeyError> {
         let mode = self.settings.lock().unwrap().keys.mode;
-        let evicted = self.state.lock().unwrap().add_key(kid, text, mode)?;
-        gst::info!(CAT, imp = self, "added key for KID {kid}");
+        let evicted = self
+            .state
+            .lock()
+            .unwrap()
+            .add_key(kid, text, mode, source)?;
+        gst::info!(CAT, imp = self, "added key for KID {kid} ({source:?})");
         for old in evicted {
             gst::info!(
                 CAT,
@@ -260,26 +379,48 @@ impl StreamDecrypt {
 
     /// Adds every key of a key file; `KEY` lines take `default_kid`.
     fn add_key_file(&self, path: &Path, default_kid: u64) -> Result<(), KeyError> {
-        for line in read_key_file(path)? {
-            self.add_key(line.kid.unwrap_or(default_kid), line.key)?;
+        let file = read_key_file(path)?;
+        self.warn_if_exposed(&file);
+        for line in &file.lines {
+            let kid = line.kid.unwrap_or(default_kid);
+            file.check(
+                line,
+                self.add_key(kid, line.key.clone(), KeySource::Application),
+            )?;
         }
         Ok(())
     }
 
     /// Asks the application for the key of an unknown KID, holding no lock: the
-    /// handler may call `add-key` itself, or return the key.
-    fn request_key(&self, kid: u64) -> Option<Arc<LiveKey>> {
-        self.state.lock().unwrap().stats.key_requests += 1;
+    /// handler may call `add-key` itself, or return the key. At most one
+    /// request per KID at a time, and few at once (`crate::key_requests`).
+    fn request_key(&self, kid: u64) -> Result<Arc<LiveKey>, Held> {
+        {
+            let mut state = self.state.lock().unwrap();
+            let running = state.running.as_mut().ok_or(Held::RateLimited)?;
+            running.requests.ask(kid, Instant::now())?;
+            state.stats.key_requests += 1;
+        }
         gst::debug!(CAT, imp = self, "requesting key for KID {kid}");
         let answer = self
             .obj()
-            .emit_by_name::<Option<String>>("request-key", &[&kid]);
+            .emit_by_name::<Option<String>>("request-key", &[&kid])
+            .map(Zeroizing::new);
         if let Some(text) = answer
-            && let Err(err) = self.add_key(kid, KeyText::new(&text))
+            && let Err(err) = self.add_key(kid, KeyText::new(&text), KeySource::Request)
         {
-            self.refuse(&format!("request-key answer for KID {kid}"), err);
+            self.refuse_setting(
+                &format!("request-key answer for KID {kid}"),
+                &err,
+                "frames under this KID are dropped",
+            );
         }
-        self.state.lock().unwrap().live_key(kid)
+        // No answer yet: a later `add-key` for this KID is the answer.
+        self.state
+            .lock()
+            .unwrap()
+            .live_key(kid)
+            .ok_or(Held::AskedRecently)
     }
 
     /// Counts a dropped buffer, then drops it or fails, as `on-error` says.
@@ -288,7 +429,7 @@ impl StreamDecrypt {
         reason: DropReason,
         detail: String,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let on_error = self.settings.lock().unwrap().on_error;
+        let on_error = self.settings.lock().unwrap().on_error();
         let warning = {
             let mut state = self.state.lock().unwrap();
             state.stats.count_drop(reason);
@@ -303,25 +444,77 @@ impl StreamDecrypt {
             _ => gst::StreamError::Decrypt,
         };
         if reason == DropReason::Replay {
-            // Duplicates are normal on UDP: counted, never fatal, not on the bus.
+            // Duplicates are normal on UDP: counted, never fatal, not on the bus
+            // until the summary at EOS.
             gst::debug!(CAT, imp = self, "dropped: {detail}");
         } else if on_error == OnError::Fail {
             gst::element_imp_error!(self, error, ("{detail}"));
+            if let Some(records) = self.records.lock().unwrap().as_mut() {
+                records.stop();
+            }
             return Err(gst::FlowError::Error);
         } else if let Some(held_back) = warning {
+            let since = match held_back {
+                0 => String::new(),
+                n => format!(
+                    "; {n} more were dropped since the previous warning, {} s ago",
+                    WARNING_INTERVAL.as_secs()
+                ),
+            };
             gst::element_imp_warning!(
                 self,
                 error,
                 ("Dropped a buffer: {detail}"),
-                [
-                    "{held_back} more buffers were dropped since the previous warning; \
-                     the `stats` property counts them all"
-                ]
+                ["`stats` counts every dropped buffer by cause{since}"]
             );
         } else {
             gst::debug!(CAT, imp = self, "dropped: {detail}");
         }
         Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED)
+    }
+
+    /// At EOS: whenever buffers were dropped, say how many and why; when nothing
+    /// at all could be decrypted, that is an error, not a stream that quietly
+    /// ends empty.
+    fn post_drop_summary(&self) {
+        let (stats, plaintext) = {
+            let state = self.state.lock().unwrap();
+            let plaintext = state.running.as_ref().and_then(|r| r.plaintext.clone());
+            (state.stats.clone(), plaintext)
+        };
+        let dropped = stats.dropped();
+        if dropped == 0 {
+            return;
+        }
+        let causes = stats.drops_by_cause();
+        let likely = match plaintext {
+            Some(hint) => format!("; the input does not look encrypted: it looks like {hint}"),
+            None => String::new(),
+        };
+        let error = if stats.dropped_no_key == dropped {
+            gst::StreamError::DecryptNokey
+        } else {
+            gst::StreamError::Decrypt
+        };
+        if stats.buffers_out == 0 && dropped > stats.dropped_replay {
+            gst::element_imp_error!(
+                self,
+                error,
+                (
+                    "None of the {} buffers could be decrypted: {causes}{likely}",
+                    stats.buffers_in
+                )
+            );
+        } else {
+            gst::element_imp_warning!(
+                self,
+                error,
+                (
+                    "Dropped {dropped} of {} buffers: {causes}{likely}",
+                    stats.buffers_in
+                )
+            );
+        }
     }
 
     fn post_key_switch(&self, kid: u64, previous: u64, pts: Option<gst::ClockTime>) {
@@ -330,10 +523,21 @@ impl StreamDecrypt {
             imp = self,
             "stream switched from KID {previous} to KID {kid}"
         );
+        let running_time = pts.and_then(|pts| {
+            self.obj()
+                .segment()
+                .downcast_ref::<gst::ClockTime>()
+                .and_then(|segment| segment.to_running_time(pts))
+        });
+        let none = u64::MAX; // GST_CLOCK_TIME_NONE
         let structure = gst::Structure::builder("streamcrypt-key-switch")
             .field("kid", kid)
             .field("previous-kid", previous)
-            .field("pts", pts.map_or(u64::MAX, gst::ClockTime::nseconds))
+            .field("pts", pts.map_or(none, gst::ClockTime::nseconds))
+            .field(
+                "running-time",
+                running_time.map_or(none, gst::ClockTime::nseconds),
+            )
             .build();
         let message = gst::message::Element::builder(structure)
             .src(&*self.obj())
@@ -352,7 +556,11 @@ impl KeyedElement for StreamDecrypt {
     }
 
     fn accept_key(&self, kid: u64, key: KeyText) -> Result<(), KeyError> {
-        self.add_key(kid, key)
+        self.add_key(kid, key, KeySource::Application)
+    }
+
+    fn is_running(&self) -> bool {
+        self.state.lock().unwrap().running.is_some()
     }
 }
 
@@ -372,6 +580,11 @@ impl ObjectImpl for StreamDecrypt {
                 "File of keys, one `KID HEX` (or `HEX`, used with key-id) per line; keeps \
                  keys out of `ps` and shell history. Read at start, and at once when set \
                  while playing",
+                "Counters of the current or last run, streamdecrypt-stats: buffers-in, buffers-out, bytes-in, bytes-out (guint64), \
+                 dropped and by cause dropped-no-key, dropped-auth, dropped-malformed, \
+                 dropped-replay (guint64), key-switches, key-requests (guint64), keys \
+                 (guint, keys held), kid (guint64, the KID of the last frame that \
+                 authenticated)",
             );
             properties.extend(common::cbc_properties());
             properties.extend([
@@ -379,7 +592,9 @@ impl ObjectImpl for StreamDecrypt {
                     .nick("On error")
                     .blurb(
                         "What to do with a buffer that fails to authenticate or has no key: \
-                         drop it (counted, rate-limited warning) or fail the stream",
+                         drop it (counted, rate-limited warning, a summary at EOS) or fail \
+                         the stream. Unset, it is drop with framing=buffer and fail with \
+                         framing=stream (a dropped record would corrupt the byte stream)",
                     )
                     .mutable_playing()
                     .build(),
@@ -387,7 +602,8 @@ impl ObjectImpl for StreamDecrypt {
                     .nick("Replay window")
                     .blurb(
                         "Frames (per KID) below the newest one that may still arrive late; \
-                         older or repeated frames are dropped. 0 disables replay protection",
+                         older or repeated frames are dropped. 0 disables replay protection. \
+                         Flushing seeks and restarts reset it",
                     )
                     .default_value(DEFAULT_REPLAY_WINDOW)
                     .maximum(1 << 20)
@@ -397,7 +613,8 @@ impl ObjectImpl for StreamDecrypt {
                     .nick("Maximum keys")
                     .blurb(
                         "Keys held at once; adding one more drops the oldest-added key, \
-                         never the one in use",
+                         never the one in use. Keys answering request-key are held apart \
+                         (up to as many again) until a frame authenticates under them",
                     )
                     .default_value(DEFAULT_MAX_KEYS)
                     .minimum(2)
@@ -447,7 +664,7 @@ impl ObjectImpl for StreamDecrypt {
                     .return_type::<Option<String>>()
                     .run_last()
                     .accumulator(|_hint, accumulated, value| {
-                        if matches!(value.get::<Option<String>>(), Ok(Some(_))) {
+                        if matches!(value.get::<Option<&str>>(), Ok(Some(_))) {
                             ControlFlow::Break(value.clone())
                         } else {
                             ControlFlow::Continue(accumulated)
@@ -468,9 +685,10 @@ impl ObjectImpl for StreamDecrypt {
             "key" => {
                 let text = KeySettings::key_text(value);
                 let kid = self.settings.lock().unwrap().keys.key_id;
-                let running = self.state.lock().unwrap().running.is_some();
                 let result = match &text {
-                    Some(text) if running => self.add_key(kid, text.clone()),
+                    Some(text) if self.is_running() => {
+                        self.add_key(kid, text.clone(), KeySource::Application)
+                    }
                     Some(text) => {
                         let mode = self.settings.lock().unwrap().keys.mode;
                         mode.check_plausible_key(text)
@@ -479,27 +697,35 @@ impl ObjectImpl for StreamDecrypt {
                 };
                 match result {
                     Ok(()) => {
-                        let mut settings = self.settings.lock().unwrap();
-                        settings.keys.key = text;
-                        settings.keys.refused = None;
+                        self.settings.lock().unwrap().keys.key = text;
+                        self.accept_property("key");
                     }
-                    Err(err) => self.refuse("key", err),
+                    Err(err) => self.refuse_property("key", &err),
                 }
             }
             "key-file" => {
                 let path = value.get::<Option<PathBuf>>().expect("type checked");
-                let running = self.state.lock().unwrap().running.is_some();
-                if let (true, Some(path)) = (running, &path) {
+                if let (true, Some(path)) = (self.is_running(), &path) {
                     let default_kid = self.settings.lock().unwrap().keys.key_id;
                     if let Err(err) = self.add_key_file(path, default_kid) {
-                        self.refuse("key-file", err);
+                        self.refuse_property("key-file", &err);
                         return;
                     }
                 }
                 self.settings.lock().unwrap().keys.key_file = path;
+                self.accept_property("key-file");
             }
             "on-error" => {
-                self.settings.lock().unwrap().on_error = value.get().expect("type checked")
+                self.settings.lock().unwrap().on_error = Some(value.get().expect("type checked"))
+            }
+            "replay-window" if self.is_running() => {
+                let in_use = self.settings.lock().unwrap().replay_window;
+                self.refuse_setting(
+                    name,
+                    &"it cannot change while the element is running (PAUSED or PLAYING); set \
+                      it in NULL or READY",
+                    &format!("{in_use} stays in use"),
+                );
             }
             "replay-window" => {
                 self.settings.lock().unwrap().replay_window = value.get().expect("type checked")
@@ -528,7 +754,7 @@ impl ObjectImpl for StreamDecrypt {
         }
         let settings = self.settings.lock().unwrap();
         match name {
-            "on-error" => settings.on_error.to_value(),
+            "on-error" => settings.on_error().to_value(),
             "replay-window" => settings.replay_window.to_value(),
             "max-keys" => settings.max_keys.to_value(),
             "stats" => {
@@ -570,7 +796,7 @@ impl ElementImpl for StreamDecrypt {
 
 impl BaseTransformImpl for StreamDecrypt {
     // In place for SFrame (the plaintext is trimmed out of the buffer where it
-    // lies), into a new buffer for the formats without KID.
+    // lies), into a new memory for the formats without KID.
     const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::Both;
     // Caps are ANY on both sides, hence always the same: passthrough would let
     // ciphertext through as if it were media.
@@ -578,44 +804,74 @@ impl BaseTransformImpl for StreamDecrypt {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
+        self.input.set_negotiated(false);
         let settings = self.settings.lock().unwrap();
         let keys = &settings.keys;
-        let mut initial = Vec::new();
-        if let Some(path) = &keys.key_file {
-            let lines = read_key_file(path)
-                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("{e}")))?;
-            initial.extend(
-                lines
-                    .into_iter()
-                    .map(|line| (line.kid.unwrap_or(keys.key_id), line.key)),
-            );
-        }
-        if let Some(key) = &keys.key {
-            initial.push((keys.key_id, key.clone()));
-        }
+        keys.check_valid()?;
+        let key_file = match &keys.key_file {
+            Some(path) => {
+                let file = read_key_file(path)
+                    .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("{e}")))?;
+                self.warn_if_exposed(&file);
+                Some(file)
+            }
+            None => None,
+        };
 
-        let mut state = self.state.lock().unwrap();
-        state.ring.set_capacity(settings.max_keys as usize, None);
-        for (kid, text) in initial {
-            state.ring.insert(kid, RingEntry { text, live: None }, None);
-        }
         let format = keys.format();
         let running = Running {
             mode: keys.mode,
             format,
+            framing: keys.framing,
             replay_window: settings.replay_window,
             current_kid: None,
             warnings: WarningLimiter::default(),
+            requests: RequestGate::default(),
+            plaintext: None,
         };
+        let mut state = self.state.lock().unwrap();
+        state.ring.set_capacity(settings.max_keys as usize, None);
+        // Keys kept from the last run (clear-keys-on-stop=false) are made ready
+        // for this run's mode, then the key file's keys and `key` are added.
         for (kid, entry) in state.ring.iter_mut() {
-            entry.live = Some(running.live_key(kid, &entry.text).map_err(|e| {
+            let live = running.live_key(kid, &entry.text, Trust::Trusted);
+            entry.live = Some(live.map_err(|e| {
                 gst::error_msg!(gst::LibraryError::Settings, ("Key for KID {kid}: {e}"))
             })?);
+        }
+        let settings_error = |e: KeyError| gst::error_msg!(gst::LibraryError::Settings, ("{e}"));
+        let mut add = |kid, text: &KeyText, live| {
+            let entry = RingEntry {
+                text: text.clone(),
+                live: Some(live),
+            };
+            state.ring.insert(kid, entry, Trust::Trusted, None);
+        };
+        if let Some(file) = &key_file {
+            for line in &file.lines {
+                let kid = line.kid.unwrap_or(keys.key_id);
+                let live = running.live_key(kid, &line.key, Trust::Trusted);
+                add(
+                    kid,
+                    &line.key,
+                    file.check(line, live).map_err(settings_error)?,
+                );
+            }
+        }
+        if let Some(key) = &keys.key {
+            let live = running.live_key(keys.key_id, key, Trust::Trusted);
+            let live = live.map_err(|e| {
+                gst::error_msg!(
+                    gst::LibraryError::Settings,
+                    ("`key` for KID {}: {e}", keys.key_id)
+                )
+            })?;
+            add(keys.key_id, key, live);
         }
         *self.trial.lock().unwrap() = TrialDecoder::new(&format);
         // Buffer in, buffer out: straight to `transform_ip`, which decrypts an
         // SFrame where it lies and other formats into a new memory.
-        let in_place = keys.framing == Framing::Buffer && format.decrypts_per_buffer();
+        let in_place = keys.framing == Framing::Buffer;
         self.obj().set_in_place(format.carries_kid() && in_place);
         self.in_place.store(in_place, Ordering::Relaxed);
         *self.records.lock().unwrap() =
@@ -630,7 +886,6 @@ impl BaseTransformImpl for StreamDecrypt {
         );
         state.running = Some(running);
         state.stats = Stats::default();
-        let hint = keys.refused_hint();
         drop(state);
         drop(settings);
 
@@ -639,13 +894,14 @@ impl BaseTransformImpl for StreamDecrypt {
                 self,
                 gst::StreamError::DecryptNokey,
                 ("No key yet: set `key` (with `key-id`) or `key-file`, or answer the \
-                     `request-key` signal; buffers are dropped until a key arrives{hint}")
+                     `request-key` signal; buffers are dropped until a key arrives")
             );
         }
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.input.set_negotiated(false);
         let mut settings = self.settings.lock().unwrap();
         let mut state = self.state.lock().unwrap();
         state.running = None;
@@ -663,16 +919,21 @@ impl BaseTransformImpl for StreamDecrypt {
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
-        if event.type_() == gst::EventType::Eos {
-            // A failure has been counted and reported; EOS goes on either way.
-            let _ = self.finish_stream();
-            let truncated = match self.records.lock().unwrap().as_ref() {
-                Some(records) => records.finish().err(),
-                None => None,
-            };
-            if let Some(err) = truncated {
-                self.post_stream_error(&err);
+        match event.type_() {
+            gst::EventType::Eos => {
+                // A failure has been counted and reported; EOS goes on either way.
+                let _ = self.finish_stream();
+                let truncated = match self.records.lock().unwrap().as_ref() {
+                    Some(records) => records.finish().err(),
+                    None => None,
+                };
+                if let Some(err) = truncated {
+                    self.post_stream_error(&err);
+                }
+                self.post_drop_summary();
             }
+            gst::EventType::FlushStop => self.restart_stream(),
+            _ => {}
         }
         self.parent_sink_event(event)
     }
@@ -682,23 +943,29 @@ impl BaseTransformImpl for StreamDecrypt {
             || BaseTransformImplExt::parent_query(self, direction, query)
     }
 
+    fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        self.parent_set_caps(incaps, outcaps)?;
+        self.input.set_negotiated(true);
+        Ok(())
+    }
+
     fn submit_input_buffer(
         &self,
         is_discont: bool,
         inbuf: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        if self.in_place.load(Ordering::Relaxed) {
-            // SFrames, one per buffer: no records to collect.
-            return self.parent_submit_input_buffer(is_discont, inbuf);
+        if !self.in_place.load(Ordering::Relaxed)
+            && let Some(records) = self.records.lock().unwrap().as_mut()
+        {
+            // A byte stream needs no caps: files and sockets have none.
+            let map = inbuf.map_readable().map_err(|_| gst::FlowError::Error)?;
+            records.push(&map);
+            return Ok(gst::FlowSuccess::Ok);
         }
-        let mut records = self.records.lock().unwrap();
-        let Some(records) = records.as_mut() else {
-            return self.parent_submit_input_buffer(is_discont, inbuf);
-        };
-        // A byte stream needs no caps: files and sockets have none.
-        let map = inbuf.map_readable().map_err(|_| gst::FlowError::Error)?;
-        records.push(&map);
-        Ok(gst::FlowSuccess::Ok)
+        match self.input.submit(inbuf) {
+            Some(inbuf) => self.parent_submit_input_buffer(is_discont, inbuf),
+            None => Ok(gst::FlowSuccess::Ok),
+        }
     }
 
     fn generate_output(
@@ -706,10 +973,7 @@ impl BaseTransformImpl for StreamDecrypt {
     ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
         use gst_base::subclass::base_transform::GenerateOutputSuccess;
         if self.in_place.load(Ordering::Relaxed) {
-            return common::generate_in_place(self);
-        }
-        if self.records.lock().unwrap().is_none() {
-            return self.parent_generate_output();
+            return common::generate_in_place(self, &self.input);
         }
         // Records that fail are dropped (or fail the stream) right here, so that
         // BaseTransform keeps asking for output while complete records remain.
@@ -719,7 +983,7 @@ impl BaseTransformImpl for StreamDecrypt {
                 let records = records.as_mut().ok_or(gst::FlowError::Flushing)?;
                 records
                     .next_record()
-                    .map(|record| record.map(<[u8]>::to_vec))
+                    .map(|record| record.map(OwnedRecord::from))
             };
             let record = match next {
                 Ok(Some(record)) => record,
@@ -729,11 +993,8 @@ impl BaseTransformImpl for StreamDecrypt {
                     return Err(gst::FlowError::Error);
                 }
             };
-            let mut outbuf = gst::Buffer::with_size(self.max_decrypted_len(record.len()))
-                .map_err(|_| gst::FlowError::Error)?;
-            match self.decrypt_buffer(&record, outbuf.get_mut().expect("new buffer"), None)? {
-                gst::FlowSuccess::Ok => return Ok(GenerateOutputSuccess::Buffer(outbuf)),
-                _ => continue,
+            if let Some(outbuf) = self.decrypt_record(&record)? {
+                return Ok(GenerateOutputSuccess::Buffer(outbuf));
             }
         }
     }
@@ -785,6 +1046,14 @@ impl BaseTransformImpl for StreamDecrypt {
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
         let format = self.count_input(buf.size())?;
         let pts = buf.pts();
+        // What the buffer starts with, for the error message if decrypting it
+        // fails (which may overwrite it).
+        let head = common::with_readable(buf, |data| {
+            let mut head = [0u8; sniff::SIGNATURE_LEN];
+            let len = data.len().min(head.len());
+            head[..len].copy_from_slice(&data[..len]);
+            (head, len)
+        })?;
         let opened = match format {
             Format::Sframe(suite) => self.open_sframe_in_place(suite, buf),
             _ if format.decrypts_in_place() => {
@@ -793,11 +1062,18 @@ impl BaseTransformImpl for StreamDecrypt {
             _ => self.open_by_trial_into_new_memory(buf)?,
         };
         match opened {
+            // The unpadded CBC stream holds back bytes that complete no block.
+            Ok((_, 0)) if !format.decrypts_per_buffer() => {
+                Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED)
+            }
             Ok((kid, len)) => {
                 self.count_output(kid, len, pts);
                 Ok(gst::FlowSuccess::Ok)
             }
-            Err((reason, detail)) => self.reject(reason, detail),
+            Err(rejection) => {
+                let detail = self.explain(rejection.1, || sniff::signature_hint(&head.0[..head.1]));
+                self.reject(rejection.0, detail)
+            }
         }
     }
 
@@ -813,18 +1089,6 @@ impl BaseTransformImpl for StreamDecrypt {
         // back exactly.
         true
     }
-
-    fn transform(
-        &self,
-        inbuf: &gst::Buffer,
-        outbuf: &mut gst::BufferRef,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let input = inbuf.map_readable().map_err(|_| {
-            gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot read buffer"));
-            gst::FlowError::Error
-        })?;
-        self.decrypt_buffer(&input, outbuf, inbuf.pts())
-    }
 }
 
 /// Why a buffer was dropped, and what to say about it.
@@ -839,6 +1103,23 @@ fn no_key_opens(tried: usize, len: usize) -> Rejection {
              (wrong key, or corrupt data)"
         ),
     )
+}
+
+/// A record taken out of the byte stream, with where it was.
+struct OwnedRecord {
+    index: u64,
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+impl From<Record<'_>> for OwnedRecord {
+    fn from(record: Record<'_>) -> Self {
+        Self {
+            index: record.index,
+            offset: record.offset,
+            bytes: record.bytes.to_vec(),
+        }
+    }
 }
 
 /// Runs `open` on `buffer`'s bytes, writable, and trims the buffer to the
@@ -873,28 +1154,73 @@ fn open_in_place(
 }
 
 impl StreamDecrypt {
-    /// Decrypts one buffer (or record) into `outbuf`; `Ok(FlowSuccess::Ok)` when
-    /// it did, the dropped flow return when it was dropped.
-    fn decrypt_buffer(
-        &self,
-        input: &[u8],
-        outbuf: &mut gst::BufferRef,
-        pts: Option<gst::ClockTime>,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let decrypted = match self.count_input(input.len())? {
-            Format::Sframe(suite) => self.open_sframe(suite, input, outbuf),
-            _ => match outbuf.map_writable() {
+    /// A flushing seek (or a new start of the stream by the application): the
+    /// frames that come next may legitimately repeat counters seen before, and a
+    /// byte stream starts over with its header.
+    fn restart_stream(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.reset_replay_windows();
+        let Some(running) = state.running.as_ref() else {
+            return;
+        };
+        let (format, framing) = (running.format, running.framing);
+        drop(state);
+        *self.trial.lock().unwrap() = TrialDecoder::new(&format);
+        if framing == Framing::Stream {
+            *self.records.lock().unwrap() = Some(RecordReader::new(format.stream_code()));
+        }
+        gst::debug!(CAT, imp = self, "flushed: replay windows reset");
+    }
+
+    /// `detail`, or, when the input looks like plaintext (as `hint` says, or the
+    /// bytes say), a message saying so instead; the hint is kept for the summary
+    /// at EOS.
+    fn explain(&self, detail: String, hint: impl FnOnce() -> Option<String>) -> String {
+        let Some(hint) = hint() else {
+            return detail;
+        };
+        if let Some(running) = self.state.lock().unwrap().running.as_mut() {
+            running.plaintext = Some(hint.clone());
+        }
+        format!(
+            "the input does not look encrypted: it looks like {hint} ({detail}). Is the \
+             encrypter missing upstream, or does it use another mode or framing?"
+        )
+    }
+
+    /// Decrypts one record of a byte stream into a new buffer; `None` when it was
+    /// dropped.
+    fn decrypt_record(&self, record: &OwnedRecord) -> Result<Option<gst::Buffer>, gst::FlowError> {
+        let input = &record.bytes[..];
+        let format = self.count_input(input.len())?;
+        let mut outbuf = gst::Buffer::with_size(self.max_decrypted_len(input.len()))
+            .map_err(|_| gst::FlowError::Error)?;
+        let outbuf_mut = outbuf.get_mut().expect("new buffer");
+        let decrypted = match format {
+            Format::Sframe(suite) => self.open_sframe(suite, input, outbuf_mut),
+            _ => match outbuf_mut.map_writable() {
                 Ok(mut output) => self.open_by_trial(input, &mut output),
                 Err(_) => Err((DropReason::Malformed, "cannot map output".into())),
             },
         };
         match decrypted {
+            Ok((_, 0)) if !format.decrypts_per_buffer() => Ok(None),
             Ok((kid, len)) => {
-                outbuf.set_size(len);
-                self.count_output(kid, len, pts);
-                Ok(gst::FlowSuccess::Ok)
+                outbuf_mut.set_size(len);
+                self.count_output(kid, len, None);
+                Ok(Some(outbuf))
             }
-            Err((reason, detail)) => self.reject(reason, detail),
+            Err((reason, detail)) => {
+                let detail = self.explain(detail, || sniff::plaintext_hint(input));
+                let detail = format!(
+                    "record {} at byte {} ({} bytes): {detail}",
+                    record.index,
+                    record.offset,
+                    input.len()
+                );
+                self.reject(reason, detail)?;
+                Ok(None)
+            }
         }
     }
 
@@ -920,7 +1246,24 @@ impl StreamDecrypt {
                 gst::StreamError::Format
             }
         };
-        gst::element_imp_error!(self, kind, ("{err}"));
+        match err {
+            StreamError::OtherFormat { found, expected } => {
+                let name = |code| Mode::for_stream_code(code).map_or("unknown", Mode::nick);
+                gst::element_imp_error!(
+                    self,
+                    kind,
+                    (
+                        "The stream was written in mode {} (format {found:#06x}), but this \
+                         element is set to mode {} (format {expected:#06x}): set mode={} to \
+                         read it",
+                        name(*found),
+                        name(*expected),
+                        name(*found)
+                    )
+                );
+            }
+            err => gst::element_imp_error!(self, kind, ("{err}")),
+        }
     }
 
     /// Output buffer size for an input of `size` bytes: SFrame and per-buffer
@@ -937,7 +1280,7 @@ impl StreamDecrypt {
     /// plaintext length.
     fn open_sframe(
         &self,
-        suite: crate::sframe::CipherSuite,
+        suite: CipherSuite,
         input: &[u8],
         outbuf: &mut gst::BufferRef,
     ) -> Result<(u64, usize), Rejection> {
@@ -959,7 +1302,7 @@ impl StreamDecrypt {
     /// plaintext: no allocation, no copy.
     fn open_sframe_in_place(
         &self,
-        suite: crate::sframe::CipherSuite,
+        suite: CipherSuite,
         buffer: &mut gst::BufferRef,
     ) -> Result<(u64, usize), Rejection> {
         open_in_place(buffer, |data| {
@@ -973,27 +1316,58 @@ impl StreamDecrypt {
     /// application for an unknown one), and the replay check.
     fn sframe_key_for(
         &self,
-        suite: crate::sframe::CipherSuite,
+        suite: CipherSuite,
         input: &[u8],
-    ) -> Result<(Arc<LiveKey>, crate::sframe::Header), Rejection> {
+    ) -> Result<(Arc<LiveKey>, Header), Rejection> {
+        let not_an_sframe = |detail: String| {
+            let detail = self.explain(detail, || sniff::plaintext_hint(input));
+            (DropReason::Malformed, detail)
+        };
         let header = match ParsedFrame::parse(input) {
             Ok(frame) if frame.plaintext_len(suite).is_some() => frame.header,
             Ok(_) => {
-                return Err((
-                    DropReason::Malformed,
-                    format!(
-                        "not an SFrame: {} bytes is too short for header and tag",
-                        input.len()
-                    ),
-                ));
+                return Err(not_an_sframe(format!(
+                    "not an SFrame: {} bytes is too short for header and tag",
+                    input.len()
+                )));
             }
-            Err(e) => return Err((DropReason::Malformed, e.to_string())),
+            Err(e) => return Err(not_an_sframe(e.to_string())),
         };
         let (kid, ctr) = (header.kid, header.ctr);
         let live = self.state.lock().unwrap().live_key(kid);
-        let Some(key) = live.or_else(|| self.request_key(kid)) else {
-            return Err((DropReason::NoKey, format!("no key for KID {kid}")));
+        let key = match live {
+            Some(key) => key,
+            None => {
+                // Plaintext read as an SFrame names a random KID: say what it
+                // is, and ask nobody for that key.
+                if let Some(hint) = sniff::plaintext_hint(input) {
+                    let detail = format!("its first bytes read as KID {kid}, which has no key");
+                    return Err((DropReason::Malformed, self.explain(detail, || Some(hint))));
+                }
+                self.request_key(kid).map_err(|held| {
+                    let why = match held {
+                        Held::AskedRecently => "request-key gave none",
+                        Held::RateLimited => &format!(
+                            "request-key not emitted: too many requests lately (at most {} at \
+                             once, then one per {} ms)",
+                            key_requests::BURST,
+                            key_requests::REFILL.as_millis()
+                        ),
+                    };
+                    (DropReason::NoKey, format!("no key for KID {kid} ({why})"))
+                })?
+            }
         };
+        if key.retired() {
+            return Err((
+                DropReason::NoKey,
+                format!(
+                    "the key for KID {kid} was retired after {} frames failed authentication \
+                     under it: add a new key",
+                    key.max_auth_failures
+                ),
+            ));
+        }
         if let Err(replay) = key.replay.lock().unwrap().check(ctr) {
             return Err((
                 DropReason::Replay,
@@ -1003,11 +1377,12 @@ impl StreamDecrypt {
         Ok((key, header))
     }
 
-    /// After decrypting an SFrame: record its counter if it authenticated.
+    /// After decrypting an SFrame: record its counter if it authenticated (and
+    /// trust a key on probation that did); count a failure if not.
     fn sframe_opened<T>(
         &self,
         key: &LiveKey,
-        header: crate::sframe::Header,
+        header: Header,
         decrypted: Result<T, FrameError>,
     ) -> Result<(u64, T), Rejection> {
         let kid = header.kid;
@@ -1015,14 +1390,46 @@ impl StreamDecrypt {
             Ok(plaintext) => {
                 // Only an authenticated counter may move the replay window.
                 key.replay.lock().unwrap().record(header.ctr);
+                if key.on_probation.swap(false, Ordering::Relaxed) {
+                    let mut state = self.state.lock().unwrap();
+                    if let Some(running) = state.running.as_mut() {
+                        running.requests.proven();
+                    }
+                    let evicted = state.ring.trust_key(kid);
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "the requested key for KID {kid} authenticated a frame: trusted \
+                         (pushed out: {evicted:?})"
+                    );
+                }
                 Ok((kid, plaintext))
             }
-            Err(FrameError::Authentication) => Err((
-                DropReason::Authentication,
-                format!("KID {kid}: {}", FrameError::Authentication),
-            )),
+            Err(FrameError::Authentication) => {
+                let failures = key.auth_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures == key.max_auth_failures {
+                    self.retire(kid, failures);
+                }
+                Err((
+                    DropReason::Authentication,
+                    format!("KID {kid}: {}", FrameError::Authentication),
+                ))
+            }
             Err(e) => Err((DropReason::Malformed, e.to_string())),
         }
+    }
+
+    /// The key for `kid` failed authentication `failures` times, the most its
+    /// suite allows: it is used no more (RFC 9605, 9.5).
+    fn retire(&self, kid: u64, failures: u64) {
+        gst::warning!(CAT, imp = self, "key for KID {kid} retired");
+        gst::element_imp_warning!(
+            self,
+            gst::StreamError::Decrypt,
+            ("{failures} frames under KID {kid} failed authentication, the most its cipher \
+                 suite allows before a forgery could pass: the key is retired, and frames \
+                 under KID {kid} are dropped until a new key is added for it")
+        );
     }
 
     /// Decrypts a buffer of a format without KID, trying the keys in turn; returns

@@ -3,7 +3,7 @@
 //! atomically with their KID.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use gst::glib;
@@ -13,10 +13,11 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use crate::codec::{Encoder, EncryptError, Format, ReadyKey};
-use crate::common::{self, KeySettings, KeyedElement};
+use crate::common::{self, CaplessInput, KeySettings, KeyedElement};
 use crate::framing;
 use crate::keys::{KeyError, KeyText, read_key_file};
 use crate::mode::Framing;
+use crate::sframe::FrameError;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -64,20 +65,43 @@ struct Stream {
 /// benches/throughput.rs).
 const IN_PLACE_MIN: usize = 4096;
 
-/// Encrypts `input` into `out` as one output buffer (record length first with
-/// `framing=stream`); returns its length, 0 when the format has nothing to send.
+/// Plaintext pieces of an input of `len` bytes: one with `framing=buffer`; with
+/// `framing=stream`, as many records as it takes to keep each within the record
+/// limit (a length field never wraps, and the decrypter never refuses a record
+/// we wrote).
+fn pieces(framing: Framing, len: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let piece = match framing {
+        Framing::Buffer => len.max(1),
+        Framing::Stream => framing::MAX_RECORD_PLAINTEXT,
+    };
+    (0..len.div_ceil(piece).max(1)).map(move |i| i * piece..((i + 1) * piece).min(len))
+}
+
+/// Most bytes an input of `len` bytes becomes in an output buffer.
+fn max_sealed_len(format: &Format, framing: Framing, len: usize) -> usize {
+    pieces(framing, len)
+        .map(|piece| prefix_len(framing) + format.max_encrypted_len(piece.len()))
+        .sum()
+}
+
+/// Encrypts `input` into `out` as one output buffer (records, each with its
+/// length first, with `framing=stream`); returns its length, 0 when the format
+/// has nothing to send.
 fn seal_into(stream: &mut Stream, input: &[u8], out: &mut [u8]) -> Result<usize, EncryptError> {
     let framing = stream.framing;
     let prefix = prefix_len(framing);
-    let len = stream
-        .encoder
-        .encrypt(&stream.key, input, &mut out[prefix..])?;
-    // No ciphertext, no record.
-    if len == 0 {
-        return Ok(0);
+    let mut at = 0;
+    for piece in pieces(framing, input.len()) {
+        let len = stream
+            .encoder
+            .encrypt(&stream.key, &input[piece], &mut out[at + prefix..])?;
+        // No ciphertext, no record.
+        if len > 0 {
+            write_prefix(framing, len, &mut out[at..])?;
+            at += prefix + len;
+        }
     }
-    write_prefix(framing, len, out);
-    Ok(len + prefix)
+    Ok(at)
 }
 
 /// Bytes in front of the ciphertext in an output buffer.
@@ -89,10 +113,13 @@ fn prefix_len(framing: Framing) -> usize {
 }
 
 /// Writes the record length for `len` bytes of ciphertext into `out`.
-fn write_prefix(framing: Framing, len: usize, out: &mut [u8]) {
+fn write_prefix(framing: Framing, len: usize, out: &mut [u8]) -> Result<(), EncryptError> {
     if framing == Framing::Stream {
-        out[..framing::LENGTH_LEN].copy_from_slice(&framing::length_prefix(len));
+        // `pieces` keeps every record within the limit.
+        let prefix = framing::length_prefix(len).ok_or(EncryptError::Frame(FrameError::TooLong))?;
+        out[..framing::LENGTH_LEN].copy_from_slice(&prefix);
     }
+    Ok(())
 }
 
 /// The stream header as a buffer of its own, flagged HEADER, as it also goes in the
@@ -143,14 +170,16 @@ impl Stats {
 
 #[derive(Default)]
 pub struct StreamEncrypt {
-    /// Whether the format encrypts large payloads where they lie (SFrame), read
-    /// once per buffer without BaseTransform's object lock.
-    in_place: AtomicBool,
+    /// Largest payload encrypted where it lies: SFrame payloads up to what one
+    /// output buffer (or record) holds; 0 for the other formats. Read once per
+    /// buffer without BaseTransform's object lock.
+    in_place_max: AtomicUsize,
     settings: Mutex<Settings>,
     pending: Mutex<Pending>,
     /// Whether `pending` holds a key: read once per buffer instead of locking it.
     key_pending: AtomicBool,
     stream: Mutex<StreamState>,
+    input: CaplessInput,
 }
 
 impl StreamEncrypt {
@@ -173,26 +202,32 @@ impl StreamEncrypt {
         }
         settings.keys.key = Some(text);
         settings.keys.key_id = kid;
-        settings.keys.refused = None;
+        settings.keys.invalid.remove("key");
         settings.key_from_file = false;
         Ok(())
     }
 
-    /// Reads the first key of a key file: `KEY` (with `default_kid`) or `KID KEY`.
-    fn read_first_key(path: &Path, default_kid: u64) -> Result<(u64, KeyText), KeyError> {
-        let first = read_key_file(path)?
-            .into_iter()
-            .next()
-            .expect("never empty");
-        Ok((first.kid.unwrap_or(default_kid), first.key))
+    /// Reads the first key of a key file, `KEY` (with `default_kid`) or
+    /// `KID KEY`, and hands it to `take`; errors name the file and line.
+    fn with_first_key<R>(
+        &self,
+        path: &Path,
+        default_kid: u64,
+        take: impl FnOnce(u64, KeyText) -> Result<R, KeyError>,
+    ) -> Result<R, KeyError> {
+        let file = read_key_file(path)?;
+        self.warn_if_exposed(&file);
+        let first = file.lines.first().expect("never empty");
+        file.check(
+            first,
+            take(first.kid.unwrap_or(default_kid), first.key.clone()),
+        )
     }
 
     fn set_key_file(&self, path: Option<PathBuf>) -> Result<(), KeyError> {
-        let running = self.pending.lock().unwrap().format.is_some();
-        if let (true, Some(path)) = (running, &path) {
+        if let (true, Some(path)) = (self.is_running(), &path) {
             let default_kid = self.settings.lock().unwrap().keys.key_id;
-            let (kid, key) = Self::read_first_key(path, default_kid)?;
-            self.install_key(kid, key)?;
+            self.with_first_key(path, default_kid, |kid, key| self.install_key(kid, key))?;
         }
         let mut settings = self.settings.lock().unwrap();
         settings.key_from_file = path.is_some();
@@ -201,28 +236,28 @@ impl StreamEncrypt {
     }
 
     /// The key to start with, from `key-file` or `key` (whichever was set last).
-    fn start_key(settings: &Settings, format: &Format) -> Result<ReadyKey, gst::ErrorMessage> {
+    fn start_key(
+        &self,
+        settings: &Settings,
+        format: &Format,
+    ) -> Result<ReadyKey, gst::ErrorMessage> {
         let keys = &settings.keys;
-        let (kid, text) = match (&keys.key_file, &keys.key) {
-            (Some(path), _) if settings.key_from_file || keys.key.is_none() => {
-                Self::read_first_key(path, keys.key_id)
-                    .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("{e}")))?
-            }
-            (_, Some(text)) => (keys.key_id, text.clone()),
-            _ => {
-                return Err(gst::error_msg!(
-                    gst::LibraryError::Settings,
-                    (
-                        "No key: set the `key` property or `key-file` before starting{}",
-                        keys.refused_hint()
-                    )
-                ));
-            }
+        let mode = keys.mode.nick();
+        let ready = |kid, text: KeyText| {
+            let key = format.parse_key(&text, mode)?;
+            Ok(ReadyKey::new(format, kid, &key))
         };
-        let key = format
-            .parse_key(&text, keys.mode.nick())
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("Unusable `key`: {e}")))?;
-        Ok(ReadyKey::new(format, kid, &key))
+        match (&keys.key_file, &keys.key) {
+            (Some(path), _) if settings.key_from_file || keys.key.is_none() => self
+                .with_first_key(path, keys.key_id, ready)
+                .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("{e}"))),
+            (_, Some(text)) => ready(keys.key_id, text.clone())
+                .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("Unusable `key`: {e}"))),
+            _ => Err(gst::error_msg!(
+                gst::LibraryError::Settings,
+                ("No key: set the `key` property or `key-file` before starting")
+            )),
+        }
     }
 
     /// The key set while playing, if it is due at a buffer with `flags`.
@@ -333,9 +368,9 @@ impl StreamEncrypt {
     }
 
     /// Output buffer size for `size` bytes in: the ciphertext, and with
-    /// `framing=stream` the stream header and a record's length.
-    fn max_output_len(format: &Format, size: usize) -> usize {
-        format.max_encrypted_len(size) + framing::HEADER_LEN + framing::LENGTH_LEN
+    /// `framing=stream` the stream header and the records' lengths.
+    fn max_output_len(format: &Format, framing: Framing, size: usize) -> usize {
+        max_sealed_len(format, framing, size) + framing::HEADER_LEN
     }
 
     fn post_encrypt_error(&self, kid: u64, err: EncryptError) {
@@ -368,7 +403,10 @@ impl StreamEncrypt {
             let framing = self.pending.lock().unwrap().framing;
             self.push_header()?;
             let mut out = vec![0u8; prefix_len(framing)];
-            write_prefix(framing, last.len(), &mut out);
+            if let Err(err) = write_prefix(framing, last.len(), &mut out) {
+                self.post_encrypt_error(0, err);
+                return Err(gst::FlowError::Error);
+            }
             out.extend(last);
             self.stream.lock().unwrap().stats.bytes_out += out.len() as u64;
             self.obj()
@@ -391,6 +429,10 @@ impl KeyedElement for StreamEncrypt {
     fn accept_key(&self, kid: u64, key: KeyText) -> Result<(), KeyError> {
         self.install_key(kid, key)
     }
+
+    fn is_running(&self) -> bool {
+        self.pending.lock().unwrap().format.is_some()
+    }
 }
 
 #[glib::object_subclass]
@@ -410,6 +452,8 @@ impl ObjectImpl for StreamEncrypt {
                 "File holding the key: the first line is `KEY` (used with key-id) or \
                  `KID KEY`; keeps the key out of `ps` and shell history. Read at start, \
                  and at once when set while playing",
+                "Counters of the current or last run, streamencrypt-stats: buffers, \
+                 bytes-in, bytes-out, key-switches (guint64), kid (guint64, the KID in use)",
             );
             properties.push(
                 glib::ParamSpecBoolean::builder("rotate-on-keyframe")
@@ -448,17 +492,19 @@ impl ObjectImpl for StreamEncrypt {
                     }
                     None => {
                         self.settings.lock().unwrap().keys.key = None;
+                        self.accept_property("key");
                         Ok(())
                     }
                 };
                 if let Err(err) = result {
-                    self.refuse("key", err);
+                    self.refuse_property("key", &err);
                 }
             }
             "key-file" => {
                 let path = value.get::<Option<PathBuf>>().expect("type checked");
-                if let Err(err) = self.set_key_file(path) {
-                    self.refuse("key-file", err);
+                match self.set_key_file(path) {
+                    Ok(()) => self.accept_property("key-file"),
+                    Err(err) => self.refuse_property("key-file", &err),
                 }
             }
             "rotate-on-keyframe" => {
@@ -522,9 +568,11 @@ impl BaseTransformImpl for StreamEncrypt {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
+        self.input.set_negotiated(false);
         let settings = self.settings.lock().unwrap();
+        settings.keys.check_valid()?;
         let format = settings.keys.format();
-        let key = Arc::new(Self::start_key(&settings, &format)?);
+        let key = Arc::new(self.start_key(&settings, &format)?);
         gst::info!(
             CAT,
             imp = self,
@@ -534,7 +582,12 @@ impl BaseTransformImpl for StreamEncrypt {
         );
         let framing = settings.keys.framing;
         self.obj().set_in_place(format.carries_kid());
-        self.in_place.store(format.carries_kid(), Ordering::Relaxed);
+        let in_place_max = match (format.carries_kid(), framing) {
+            (false, _) => 0,
+            (true, Framing::Buffer) => usize::MAX,
+            (true, Framing::Stream) => crate::framing::MAX_RECORD_PLAINTEXT,
+        };
+        self.in_place_max.store(in_place_max, Ordering::Relaxed);
         *self.pending.lock().unwrap() = Pending {
             format: Some(format),
             framing,
@@ -560,6 +613,7 @@ impl BaseTransformImpl for StreamEncrypt {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.input.set_negotiated(false);
         let mut settings = self.settings.lock().unwrap();
         *self.pending.lock().unwrap() = Pending::default();
         self.key_pending.store(false, Ordering::Relaxed);
@@ -643,10 +697,29 @@ impl BaseTransformImpl for StreamEncrypt {
         size: usize,
         _othercaps: &gst::Caps,
     ) -> Option<usize> {
-        let format = self.pending.lock().unwrap().format?;
+        let pending = self.pending.lock().unwrap();
+        let (format, framing) = (pending.format?, pending.framing);
+        drop(pending);
         match direction {
-            gst::PadDirection::Sink => Some(Self::max_output_len(&format, size)),
+            gst::PadDirection::Sink => Some(Self::max_output_len(&format, framing, size)),
             _ => Some(size),
+        }
+    }
+
+    fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        self.parent_set_caps(incaps, outcaps)?;
+        self.input.set_negotiated(true);
+        Ok(())
+    }
+
+    fn submit_input_buffer(
+        &self,
+        is_discont: bool,
+        inbuf: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        match self.input.submit(inbuf) {
+            Some(inbuf) => self.parent_submit_input_buffer(is_discont, inbuf),
+            None => Ok(gst::FlowSuccess::Ok),
         }
     }
 
@@ -656,7 +729,7 @@ impl BaseTransformImpl for StreamEncrypt {
         // Every buffer goes to `transform_ip`, which writes a new memory into the
         // buffer or encrypts where the payload lies: never through BaseTransform's
         // output buffer.
-        common::generate_in_place(self)
+        common::generate_in_place(self, &self.input)
     }
 
     fn decide_allocation(
@@ -682,10 +755,10 @@ impl BaseTransformImpl for StreamEncrypt {
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
         let payload_len = buf.size();
-        if payload_len < IN_PLACE_MIN || !self.in_place.load(Ordering::Relaxed) {
+        let in_place_max = self.in_place_max.load(Ordering::Relaxed);
+        if !(IN_PLACE_MIN..=in_place_max).contains(&payload_len) {
             let memory = self.encrypt_buffer(buf.flags(), payload_len, |stream| {
-                let max_len =
-                    prefix_len(stream.framing) + stream.format.max_encrypted_len(payload_len);
+                let max_len = max_sealed_len(&stream.format, stream.framing, payload_len);
                 let sealed = common::with_readable(buf, |input| {
                     common::new_memory(max_len, |out| seal_into(stream, input, out))
                 })?;
@@ -710,19 +783,21 @@ impl BaseTransformImpl for StreamEncrypt {
                 let mut payload = buf.map_writable().map_err(|_| gst::FlowError::Error)?;
                 stream.encoder.encrypt_in_place(&stream.key, &mut payload)
             };
-            Ok(sealed.map(|parts| {
-                let parts = parts.expect("in place only for formats that encrypt in place");
-                // The header (after a record length in a byte stream) and the tag
-                // go around the payload as memories of their own: the payload is
-                // neither copied nor moved.
-                let sealed_len = parts.header().len() + payload_len + parts.tag().len();
-                let mut length = [0u8; framing::LENGTH_LEN];
-                write_prefix(framing, sealed_len, &mut length);
-                let prefix = &length[..prefix_len(framing)];
-                buf.prepend_memory(memory_of(&[prefix, parts.header()]));
-                buf.append_memory(memory_of(&[parts.tag()]));
-                ((), buf.size())
-            }))
+            Ok(sealed
+                .map(|parts| {
+                    let parts = parts.expect("in place only for formats that encrypt in place");
+                    // The header (after a record length in a byte stream) and the tag
+                    // go around the payload as memories of their own: the payload is
+                    // neither copied nor moved.
+                    let sealed_len = parts.header().len() + payload_len + parts.tag().len();
+                    let mut length = [0u8; framing::LENGTH_LEN];
+                    write_prefix(framing, sealed_len, &mut length)?;
+                    let prefix = &length[..prefix_len(framing)];
+                    buf.prepend_memory(memory_of(&[prefix, parts.header()]));
+                    buf.append_memory(memory_of(&[parts.tag()]));
+                    Ok(((), buf.size()))
+                })
+                .and_then(|sealed| sealed))
         })?;
         Ok(gst::FlowSuccess::Ok)
     }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256, Sha512};
 use zeroize::Zeroizing;
 
 use crate::cipher::{Aead, CipherError, MAX_TAG_LEN, NONCE_LEN};
-pub use counter::{Exhausted, Fingerprint, SendCounter};
+pub use counter::{CounterError, Fingerprint, SendCounter};
 pub use header::{Header, HeaderError, MAX_HEADER_LEN};
 pub use replay::{Replay, ReplayWindow};
 use sm3::Sm3;

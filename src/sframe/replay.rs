@@ -58,6 +58,13 @@ impl ReplayWindow {
         }
     }
 
+    /// Forgets every counter seen: for a stream the application restarts or
+    /// seeks in, where earlier frames legitimately come again.
+    pub fn reset(&mut self) {
+        self.highest = None;
+        self.bits.fill(0);
+    }
+
     /// Marks `ctr` as received. Call only after `check` passed and the frame
     /// authenticated.
     pub fn record(&mut self, ctr: u64) {
@@ -151,6 +158,17 @@ mod tests {
         assert_eq!(w.check(5), Ok(()));
         w.record(5);
         assert_eq!(w.check(5), Err(Replay::Duplicate));
+    }
+
+    #[test]
+    fn reset_forgets_what_was_seen() {
+        let mut w = ReplayWindow::new(16);
+        accept(&mut w, 100).unwrap();
+        assert_eq!(accept(&mut w, 100), Err(Replay::Duplicate));
+        assert_eq!(accept(&mut w, 3), Err(Replay::TooOld));
+        w.reset();
+        assert_eq!(accept(&mut w, 3), Ok(()), "no highest survives a reset");
+        assert_eq!(accept(&mut w, 100), Ok(()));
     }
 
     #[test]

@@ -132,4 +132,14 @@ impl CipherSuite {
     pub fn max_frames_per_key(self) -> u64 {
         1 << 32
     }
+
+    /// Frames that may fail authentication under one key before the receiver
+    /// stops using it. Each forged frame passes an Nt-byte tag with probability
+    /// 2^-(8 Nt); capping the failures at 2^(4 Nt) keeps the chance that any
+    /// forgery ever passes below 2^-(4 Nt) (2^-16 for the 32-bit tag), as RFC 9605
+    /// section 9.5 advises for the short tags. The cap never exceeds 2^36, QUIC's
+    /// integrity limit for AES-GCM (RFC 9001, 6.6), which binds the long tags.
+    pub fn max_auth_failures(self) -> u64 {
+        1 << (4 * self.tag_len()).min(36)
+    }
 }
