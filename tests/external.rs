@@ -3,35 +3,11 @@
 //! gst-inspect-1.0, every example in `pipelines/`, and the Python and C embedding
 //! examples in `examples/`.
 
+mod common;
+
+use common::gst_command;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-/// A directory holding only the plugin this test binary was built with. `cargo test`
-/// builds the cdylib into target/<profile>/deps (next to this binary) but, unlike
-/// `cargo build`, does not copy it up to target/<profile>; deps/ also holds
-/// proc-macro libraries that GStreamer must not try to load.
-fn plugin_dir(scratch: &Path) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let built = exe.parent().unwrap().join("libgststreamcrypt.so");
-    assert!(built.exists(), "{} not built", built.display());
-    let dir = scratch.join("plugin");
-    std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join("libgststreamcrypt.so");
-    if !link.exists() {
-        std::os::unix::fs::symlink(&built, &link).unwrap();
-    }
-    dir
-}
-
-/// A command that sees only the freshly built plugin, with a registry of its own.
-fn gst_command(program: &str, scratch: &Path) -> Command {
-    let mut command = Command::new(program);
-    command
-        .env("GST_PLUGIN_PATH", plugin_dir(scratch))
-        .env("GST_REGISTRY", scratch.join("registry.bin"))
-        .env_remove("GST_DEBUG");
-    command
-}
 
 fn check(output: Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
