@@ -47,7 +47,8 @@ fn the_same_key_again_keeps_the_replay_window() {
     }
     // The README's rotation recipe sets the key file again; applications
     // repeat add-key or `key`. None of it may reopen the window.
-    let again: [(&str, Box<dyn Fn()>); 3] = [
+    type AddAgain<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let again: [AddAgain; 3] = [
         (
             "add-key",
             Box::new(|| assert!(element.emit_by_name::<bool>("add-key", &[&1u64, &KEY_A]))),
