@@ -11,8 +11,8 @@
 #   scripts/memcheck.sh sm4-gcm           # one mode
 #   SOAK_BUFFERS=5000 scripts/memcheck.sh
 #
-# About 45 seconds on the test machine once built (6 seconds per mode), plus
-# about 3 minutes for the first build.
+# 45 to 60 seconds on the test machine once built (6 to 9 seconds per mode),
+# plus about 3 minutes for the first build.
 #
 # Builds the test with line tables (so that valgrind sees inlined frames) in its
 # own target directory, target/memcheck, not to disturb target/release.

@@ -9,7 +9,7 @@
 //! seen, on the bus and in `stats`; and the resident memory must stay flat once
 //! warmed up.
 //!
-//! Ignored by default (about 15 seconds in release): `scripts/soak.sh` runs it.
+//! Ignored by default (5 to 12 seconds in release): `scripts/soak.sh` runs it.
 //! `SOAK_BUFFERS` sets the number of buffers (`scripts/memcheck.sh` runs a few
 //! thousand under valgrind), `SOAK_MODE` the mode (default `aes-128-gcm`).
 
