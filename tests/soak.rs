@@ -137,7 +137,7 @@ struct Checkpoint {
 }
 
 #[test]
-#[ignore = "about a minute; run by scripts/soak.sh"]
+#[ignore = "5 to 12 seconds in release; run by scripts/soak.sh"]
 fn soak() {
     let total = env_u64("SOAK_BUFFERS", DEFAULT_BUFFERS);
     let mode = std::env::var("SOAK_MODE").unwrap_or_else(|_| "aes-128-gcm".into());
