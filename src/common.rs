@@ -15,6 +15,10 @@ use crate::compat::aes_cbc::CbcOptions;
 use crate::keys::{KeyError, KeyFile, KeyText, SecretKey};
 use crate::mode::{Framing, Mode};
 
+/// The elements' author, as gst-inspect-1.0 shows it: the maintainers and
+/// where to reach them (Cargo.toml's `authors`).
+pub const AUTHOR: &str = env!("CARGO_PKG_AUTHORS");
+
 /// Sink and src pads with caps ANY: the caps that come in go out unchanged.
 pub fn pad_templates() -> &'static [gst::PadTemplate] {
     static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {

@@ -779,11 +779,8 @@ impl ElementImpl for StreamDecrypt {
             gst::subclass::ElementMetadata::new(
                 "Stream decrypter",
                 "Filter/Decryptor",
-                "Authenticates and decrypts SFrames (RFC 9605), choosing the key by the \
-                 KID in each frame; drops what does not authenticate. Action signals \
-                 add-key(kid, hex), remove-key(kid), clear-keys(); signal \
-                 request-key(kid) asks the application for an unknown KID's key",
-                "streamcrypt developers",
+                "Authenticates and decrypts what streamencrypt encrypts, key by key id",
+                common::AUTHOR,
             )
         });
         Some(&*METADATA)

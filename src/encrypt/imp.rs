@@ -543,11 +543,8 @@ impl ElementImpl for StreamEncrypt {
             gst::subclass::ElementMetadata::new(
                 "Stream encrypter",
                 "Filter/Encryptor",
-                "Encrypts each buffer: authenticated as one SFrame (RFC 9605), or in the \
-                 format of SM4-ECB, QQ TEA or aesenc. Action signal set-key(kid, key) \
-                 switches key and KID together at the next buffer, from any thread, while \
-                 playing",
-                "streamcrypt developers",
+                "Encrypts buffers or byte streams (SFrame, SM4, QQ TEA, aesenc's AES-CBC)",
+                common::AUTHOR,
             )
         });
         Some(&*METADATA)

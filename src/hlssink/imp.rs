@@ -464,10 +464,8 @@ impl ElementImpl for StreamCryptHlsSink {
             gst::subclass::ElementMetadata::new(
                 "HLS sink with AES-128 encryption",
                 "Sink/Muxer",
-                "HTTP Live Streaming with standard AES-128 encryption: MPEG-TS segments cut \
-                 on keyframes, each AES-128-CBC with its own IV, key files, and an \
-                 #EXT-X-KEY playlist (live or VOD)",
-                "streamcrypt developers",
+                "HTTP Live Streaming with AES-128 encrypted segments",
+                crate::common::AUTHOR,
             )
         });
         Some(&*METADATA)
