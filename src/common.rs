@@ -425,6 +425,18 @@ pub fn answer_scheduling(direction: gst::PadDirection, query: &mut gst::QueryRef
     true
 }
 
+/// Answers a byte SEEKING query "not seekable": a byte stream of records is
+/// written and read once, in order. Returns whether `query` was one.
+pub fn refuse_byte_seeking(query: &mut gst::QueryRef) -> bool {
+    match query.view_mut() {
+        gst::QueryViewMut::Seeking(seeking) if seeking.format() == gst::Format::Bytes => {
+            seeking.set(false, gst::format::Bytes::ZERO, gst::format::Bytes::NONE);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Runs `read` on `buffer`'s bytes: on its only memory, when it has one, which
 /// costs less than mapping the whole buffer.
 pub fn with_readable<R>(

@@ -936,7 +936,11 @@ impl BaseTransformImpl for StreamDecrypt {
     }
 
     fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        // Records are read once, in order: downstream cannot seek in bytes.
+        let byte_stream = direction == gst::PadDirection::Src
+            && self.settings.lock().unwrap().keys.framing == Framing::Stream;
         common::answer_scheduling(direction, query)
+            || (byte_stream && common::refuse_byte_seeking(query))
             || BaseTransformImplExt::parent_query(self, direction, query)
     }
 

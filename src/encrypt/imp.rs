@@ -648,10 +648,8 @@ impl BaseTransformImpl for StreamEncrypt {
         // muxers so, and they write a streamable output instead of seeking back.
         if direction == gst::PadDirection::Sink
             && self.pending.lock().unwrap().framing == Framing::Stream
-            && let gst::QueryViewMut::Seeking(seeking) = query.view_mut()
-            && seeking.format() == gst::Format::Bytes
+            && common::refuse_byte_seeking(query)
         {
-            seeking.set(false, gst::format::Bytes::ZERO, gst::format::Bytes::NONE);
             return true;
         }
         BaseTransformImplExt::parent_query(self, direction, query)
