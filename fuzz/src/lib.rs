@@ -70,16 +70,3 @@ pub fn write_buffers<'a>(out: &mut Vec<u8>, buffers: impl IntoIterator<Item = &'
         out.extend(buffer);
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn buffers_round_trip() {
-        let mut data = Vec::new();
-        write_buffers(&mut data, [&b"abc"[..], b"", b"de"]);
-        let read: Vec<&[u8]> = buffers(Input::new(&data)).collect();
-        assert_eq!(read, [&b"abc"[..], b"", b"de"]);
-    }
-}
