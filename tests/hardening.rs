@@ -273,6 +273,17 @@ fn drops_are_summed_up_at_eos() {
         "None of the 30 buffers could be decrypted: 30 failing authentication"
     );
 
+    // With on-error=fail the first failure said it all: no second error at EOS.
+    let dec = make(&format!("streamdecrypt key={KEY_B} key-id=1 on-error=fail"));
+    let (mut dec, bus) = harness(&dec);
+    assert_eq!(dec.push(frames[0].clone()), Err(gst::FlowError::Error));
+    push_eos(&mut dec);
+    let errors = drain(&bus)
+        .iter()
+        .filter(|m| matches!(m.view(), gst::MessageView::Error(_)))
+        .count();
+    assert_eq!(errors, 1);
+
     // Some dropped: a warning with the totals by cause.
     let (mut dec, bus) = decrypter(KEY_A, 1);
     for (i, frame) in frames.iter().enumerate() {

@@ -132,6 +132,8 @@ struct Running {
     requests: RequestGate,
     /// Why the input seemed not to be encrypted, the last time it did.
     plaintext: Option<String>,
+    /// An error stopped the stream (`on-error=fail`): it said all there is.
+    failed: bool,
 }
 
 impl Running {
@@ -430,14 +432,15 @@ impl StreamDecrypt {
         detail: String,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let on_error = self.settings.lock().unwrap().on_error();
+        let fatal = on_error == OnError::Fail && reason != DropReason::Replay;
         let warning = {
             let mut state = self.state.lock().unwrap();
             state.stats.count_drop(reason);
             let now = Instant::now();
-            state
-                .running
-                .as_mut()
-                .and_then(|running| running.warnings.allow(now))
+            state.running.as_mut().and_then(|running| {
+                running.failed |= fatal;
+                running.warnings.allow(now)
+            })
         };
         let error = match reason {
             DropReason::NoKey => gst::StreamError::DecryptNokey,
@@ -447,7 +450,7 @@ impl StreamDecrypt {
             // Duplicates are normal on UDP: counted, never fatal, not on the bus
             // until the summary at EOS.
             gst::debug!(CAT, imp = self, "dropped: {detail}");
-        } else if on_error == OnError::Fail {
+        } else if fatal {
             gst::element_imp_error!(self, error, ("{detail}"));
             if let Some(records) = self.records.lock().unwrap().as_mut() {
                 records.stop();
@@ -477,13 +480,15 @@ impl StreamDecrypt {
     /// at all could be decrypted, that is an error, not a stream that quietly
     /// ends empty.
     fn post_drop_summary(&self) {
-        let (stats, plaintext) = {
+        let (stats, plaintext, failed) = {
             let state = self.state.lock().unwrap();
-            let plaintext = state.running.as_ref().and_then(|r| r.plaintext.clone());
-            (state.stats.clone(), plaintext)
+            let running = state.running.as_ref();
+            let plaintext = running.and_then(|r| r.plaintext.clone());
+            let failed = running.is_some_and(|r| r.failed);
+            (state.stats.clone(), plaintext, failed)
         };
         let dropped = stats.dropped();
-        if dropped == 0 {
+        if dropped == 0 || failed {
             return;
         }
         let causes = stats.drops_by_cause();
@@ -825,6 +830,7 @@ impl BaseTransformImpl for StreamDecrypt {
             warnings: WarningLimiter::default(),
             requests: RequestGate::default(),
             plaintext: None,
+            failed: false,
         };
         let mut state = self.state.lock().unwrap();
         state.ring.set_capacity(settings.max_keys as usize, None);
