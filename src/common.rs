@@ -522,6 +522,40 @@ impl CaplessInput {
     }
 }
 
+/// BaseTransform's `set_caps`, noting that buffers now come with caps.
+pub fn set_caps<T>(
+    imp: &T,
+    input: &CaplessInput,
+    incaps: &gst::Caps,
+    outcaps: &gst::Caps,
+) -> Result<(), gst::LoggableError>
+where
+    T: BaseTransformImpl,
+    <T as ObjectSubclass>::ParentType: IsA<gst_base::BaseTransform>,
+{
+    imp.parent_set_caps(incaps, outcaps)?;
+    input.set_negotiated(true);
+    Ok(())
+}
+
+/// BaseTransform's `submit_input_buffer`, keeping buffers that come without
+/// caps in `input`.
+pub fn submit_input_buffer<T>(
+    imp: &T,
+    input: &CaplessInput,
+    is_discont: bool,
+    inbuf: gst::Buffer,
+) -> Result<gst::FlowSuccess, gst::FlowError>
+where
+    T: BaseTransformImpl,
+    <T as ObjectSubclass>::ParentType: IsA<gst_base::BaseTransform>,
+{
+    match input.submit(inbuf) {
+        Some(inbuf) => imp.parent_submit_input_buffer(is_discont, inbuf),
+        None => Ok(gst::FlowSuccess::Ok),
+    }
+}
+
 /// BaseTransform's `generate_output` for an element transforming in place: the
 /// input buffer, made writable (copied only if it is shared), goes straight to
 /// `transform_ip`, without BaseTransform's per-buffer round trip through

@@ -110,18 +110,11 @@ fn input_file(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
 fn appsrc_without_caps() {
     init();
     for variant in variants() {
-        let pipeline = gst::parse::launch(&format!(
+        let pipeline = launch(&format!(
             "appsrc name=src format=bytes ! streamencrypt {variant} \
              ! streamdecrypt {variant} on-error=fail ! appsink name=sink sync=false wait-on-eos=false"
-        ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let src = pipeline
-            .by_name("src")
-            .unwrap()
-            .downcast::<gst_app::AppSrc>()
-            .unwrap();
+        ));
+        let src = app_source(&pipeline);
         assert!(src.caps().is_none());
         pipeline.set_state(gst::State::Playing).unwrap();
         let mut sent = Vec::new();

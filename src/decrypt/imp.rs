@@ -951,9 +951,7 @@ impl BaseTransformImpl for StreamDecrypt {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        self.parent_set_caps(incaps, outcaps)?;
-        self.input.set_negotiated(true);
-        Ok(())
+        common::set_caps(self, &self.input, incaps, outcaps)
     }
 
     fn submit_input_buffer(
@@ -969,10 +967,7 @@ impl BaseTransformImpl for StreamDecrypt {
             records.push(&map);
             return Ok(gst::FlowSuccess::Ok);
         }
-        match self.input.submit(inbuf) {
-            Some(inbuf) => self.parent_submit_input_buffer(is_discont, inbuf),
-            None => Ok(gst::FlowSuccess::Ok),
-        }
+        common::submit_input_buffer(self, &self.input, is_discont, inbuf)
     }
 
     fn generate_output(

@@ -702,9 +702,7 @@ impl BaseTransformImpl for StreamEncrypt {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        self.parent_set_caps(incaps, outcaps)?;
-        self.input.set_negotiated(true);
-        Ok(())
+        common::set_caps(self, &self.input, incaps, outcaps)
     }
 
     fn submit_input_buffer(
@@ -712,10 +710,7 @@ impl BaseTransformImpl for StreamEncrypt {
         is_discont: bool,
         inbuf: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        match self.input.submit(inbuf) {
-            Some(inbuf) => self.parent_submit_input_buffer(is_discont, inbuf),
-            None => Ok(gst::FlowSuccess::Ok),
-        }
+        common::submit_input_buffer(self, &self.input, is_discont, inbuf)
     }
 
     fn generate_output(
