@@ -219,8 +219,11 @@ fn plaintext_is_named_as_such_and_no_key_is_asked_for() {
             dec.push(gst::Buffer::from_slice(bytes.clone())).unwrap();
         }
         let warnings = warnings(&drain(&bus));
-        assert!(
-            warnings[0].contains("the input does not look encrypted"),
+        assert_eq!(
+            warnings[0]
+                .matches("the input does not look encrypted")
+                .count(),
+            1,
             "{what}: {warnings:?}"
         );
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -240,6 +243,23 @@ fn plaintext_is_named_as_such_and_no_key_is_asked_for() {
             .contains("the input does not look encrypted"),
         "{error}"
     );
+}
+
+#[test]
+fn plaintext_in_modes_without_a_kid_is_named_too() {
+    for mode in ["sm4-ecb", "qq-tea", "aes-128-cbc"] {
+        let dec = make(&format!("streamdecrypt mode={mode} key={KEY_A}"));
+        let (mut dec, bus) = harness(&dec);
+        let mut annexb = vec![0, 0, 0, 1, 0x65];
+        annexb.extend(payload(7));
+        annexb.truncate(1024);
+        dec.push(gst::Buffer::from_slice(annexb)).unwrap();
+        let warnings = warnings(&drain(&bus));
+        assert!(
+            warnings[0].contains("the input does not look encrypted: it looks like an H.264"),
+            "{mode}: {warnings:?}"
+        );
+    }
 }
 
 #[test]

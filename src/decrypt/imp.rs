@@ -297,8 +297,8 @@ impl State {
         } else {
             Trust::Trusted
         };
-        running.requests.answered(kid);
         let live = running.live_key(kid, &text, trust)?;
+        running.requests.answered(kid);
         let keep = running.current_kid;
         if let Some(entry) = self.ring.get_mut(kid)
             && let Some(old) = &entry.live
@@ -459,10 +459,7 @@ impl StreamDecrypt {
         } else if let Some(held_back) = warning {
             let since = match held_back {
                 0 => String::new(),
-                n => format!(
-                    "; {n} more were dropped since the previous warning, {} s ago",
-                    WARNING_INTERVAL.as_secs()
-                ),
+                n => format!("; {n} more were dropped since the previous warning"),
             };
             gst::element_imp_warning!(
                 self,
@@ -1048,14 +1045,6 @@ impl BaseTransformImpl for StreamDecrypt {
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
         let format = self.count_input(buf.size())?;
         let pts = buf.pts();
-        // What the buffer starts with, for the error message if decrypting it
-        // fails (which may overwrite it).
-        let head = common::with_readable(buf, |data| {
-            let mut head = [0u8; sniff::SIGNATURE_LEN];
-            let len = data.len().min(head.len());
-            head[..len].copy_from_slice(&data[..len]);
-            (head, len)
-        })?;
         let opened = match format {
             Format::Sframe(suite) => self.open_sframe_in_place(suite, buf),
             _ if format.decrypts_in_place() => {
@@ -1072,10 +1061,7 @@ impl BaseTransformImpl for StreamDecrypt {
                 self.count_output(kid, len, pts);
                 Ok(gst::FlowSuccess::Ok)
             }
-            Err(rejection) => {
-                let detail = self.explain(rejection.1, || sniff::signature_hint(&head.0[..head.1]));
-                self.reject(rejection.0, detail)
-            }
+            Err((reason, detail)) => self.reject(reason, detail),
         }
     }
 
@@ -1174,20 +1160,22 @@ impl StreamDecrypt {
         gst::debug!(CAT, imp = self, "flushed: replay windows reset");
     }
 
-    /// `detail`, or, when the input looks like plaintext (as `hint` says, or the
-    /// bytes say), a message saying so instead; the hint is kept for the summary
-    /// at EOS.
-    fn explain(&self, detail: String, hint: impl FnOnce() -> Option<String>) -> String {
+    /// `rejection`, or, when `hint` says the input looks like plaintext, one
+    /// that says so; the hint is kept for the summary at EOS. `hint` is only
+    /// asked when the buffer was rejected.
+    fn explain(&self, rejection: Rejection, hint: impl FnOnce() -> Option<String>) -> Rejection {
+        let (reason, detail) = rejection;
         let Some(hint) = hint() else {
-            return detail;
+            return (reason, detail);
         };
         if let Some(running) = self.state.lock().unwrap().running.as_mut() {
             running.plaintext = Some(hint.clone());
         }
-        format!(
+        let detail = format!(
             "the input does not look encrypted: it looks like {hint} ({detail}). Is the \
              encrypter missing upstream, or does it use another mode or framing?"
-        )
+        );
+        (reason, detail)
     }
 
     /// Decrypts one record of a byte stream into a new buffer; `None` when it was
@@ -1213,7 +1201,6 @@ impl StreamDecrypt {
                 Ok(Some(outbuf))
             }
             Err((reason, detail)) => {
-                let detail = self.explain(detail, || sniff::plaintext_hint(input));
                 let detail = format!(
                     "record {} at byte {} ({} bytes): {detail}",
                     record.index,
@@ -1310,7 +1297,10 @@ impl StreamDecrypt {
         open_in_place(buffer, |data| {
             let (key, header) = self.sframe_key_for(suite, data)?;
             let sframe = key.key.sframe().expect("SFrame key");
-            self.sframe_opened(&key, header, sframe.decrypt_in_place(data))
+            let prefix = sniff::Prefix::of(data);
+            let opened = sframe.decrypt_in_place(data);
+            self.sframe_opened(&key, header, opened)
+                .map_err(|rejection| self.explain(rejection, || prefix.hint()))
         })
     }
 
@@ -1322,8 +1312,9 @@ impl StreamDecrypt {
         input: &[u8],
     ) -> Result<(Arc<LiveKey>, Header), Rejection> {
         let not_an_sframe = |detail: String| {
-            let detail = self.explain(detail, || sniff::plaintext_hint(input));
-            (DropReason::Malformed, detail)
+            self.explain((DropReason::Malformed, detail), || {
+                sniff::plaintext_hint(input)
+            })
         };
         let header = match ParsedFrame::parse(input) {
             Ok(frame) if frame.plaintext_len(suite).is_some() => frame.header,
@@ -1344,7 +1335,7 @@ impl StreamDecrypt {
                 // is, and ask nobody for that key.
                 if let Some(hint) = sniff::plaintext_hint(input) {
                     let detail = format!("its first bytes read as KID {kid}, which has no key");
-                    return Err((DropReason::Malformed, self.explain(detail, || Some(hint))));
+                    return Err(self.explain((DropReason::Malformed, detail), || Some(hint)));
                 }
                 self.request_key(kid).map_err(|held| {
                     let why = match held {
@@ -1445,11 +1436,13 @@ impl StreamDecrypt {
     /// `open_by_trial` where the ciphertext lies; returns the KID and where the
     /// plaintext is.
     fn open_by_trial_in_place(&self, data: &mut [u8]) -> Result<(u64, Range<usize>), Rejection> {
+        let prefix = sniff::Prefix::of(data);
         self.by_trial(data.len(), |decoder, keys| {
             decoder
                 .decrypt_in_place(keys, data)
                 .expect("called only for formats that decrypt in place")
         })
+        .map_err(|rejection| self.explain(rejection, || prefix.hint()))
     }
 
     /// Runs `decrypt` on a buffer of `len` bytes with the streaming thread's
@@ -1482,7 +1475,9 @@ impl StreamDecrypt {
         let mut kid = 0;
         let opened = common::with_readable(buffer, |input| {
             common::new_memory(max_len, |output| {
-                let (opened_kid, len) = self.open_by_trial(input, output)?;
+                let (opened_kid, len) = self.open_by_trial(input, output).map_err(|rejection| {
+                    self.explain(rejection, || sniff::plaintext_hint(input))
+                })?;
                 kid = opened_kid;
                 Ok(len)
             })
