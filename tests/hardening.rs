@@ -263,6 +263,21 @@ fn plaintext_in_modes_without_a_kid_is_named_too() {
 }
 
 #[test]
+fn a_byte_stream_read_as_buffers_says_which_framing() {
+    let enc = make(&format!("streamencrypt framing=stream key={KEY_A}"));
+    let (mut enc, _) = harness(&enc);
+    enc.push(media_buffer(1)).unwrap();
+    let header = enc.pull().unwrap();
+    let (mut dec, bus) = decrypter(KEY_A, 0);
+    dec.push(header).unwrap();
+    let warnings = warnings(&drain(&bus));
+    assert!(
+        warnings[0].contains("written with framing=stream: set framing=stream here too"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn drops_are_summed_up_at_eos() {
     // Every buffer dropped: an error, so that gst-launch does not exit 0.
     let (mut enc, _) = encrypter(KEY_A, 1);

@@ -1093,6 +1093,19 @@ fn no_key_opens(tried: usize, len: usize) -> Rejection {
     )
 }
 
+/// For a buffer that failed as an SFrame: when it is the header of our own
+/// byte stream, say that the framings differ.
+fn stream_header_rejection(input: &[u8]) -> Option<Rejection> {
+    input.starts_with(&crate::framing::MAGIC).then(|| {
+        (
+            DropReason::Malformed,
+            "this is the header of a byte stream written with framing=stream: set \
+             framing=stream here too"
+                .into(),
+        )
+    })
+}
+
 /// A record taken out of the byte stream, with where it was.
 struct OwnedRecord {
     index: u64,
@@ -1312,8 +1325,10 @@ impl StreamDecrypt {
         input: &[u8],
     ) -> Result<(Arc<LiveKey>, Header), Rejection> {
         let not_an_sframe = |detail: String| {
-            self.explain((DropReason::Malformed, detail), || {
-                sniff::plaintext_hint(input)
+            stream_header_rejection(input).unwrap_or_else(|| {
+                self.explain((DropReason::Malformed, detail), || {
+                    sniff::plaintext_hint(input)
+                })
             })
         };
         let header = match ParsedFrame::parse(input) {
@@ -1336,6 +1351,9 @@ impl StreamDecrypt {
                 if let Some(hint) = sniff::plaintext_hint(input) {
                     let detail = format!("its first bytes read as KID {kid}, which has no key");
                     return Err(self.explain((DropReason::Malformed, detail), || Some(hint)));
+                }
+                if let Some(rejection) = stream_header_rejection(input) {
+                    return Err(rejection);
                 }
                 self.request_key(kid).map_err(|held| {
                     let why = match held {
