@@ -200,8 +200,8 @@ fn a_bad_record_among_buffered_good_ones_stops_there() {
         assert_eq!(
             error.message(),
             format!(
-                "record 3 at byte {bad} ({} bytes): KID 1: authentication failed (wrong key, \
-                 or the frame was altered or truncated)",
+                "record 3 at byte {bad} ({} bytes): KID 1: authentication failed (wrong key \
+                 or mode, or the frame was altered or truncated)",
                 offsets[4] - bad - 4
             )
         );
