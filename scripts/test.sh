@@ -10,5 +10,6 @@ cd "$(dirname "$0")/.."
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
+scripts/fuzz.sh ci
 SOAK_BUFFERS=5000 sh scripts/memcheck.sh
 echo "All tests passed."

@@ -46,12 +46,16 @@ fn check_hex(text: &str) {
     }
 }
 
-/// The key as each format reads it: a key of an accepted length, or a clean error.
-fn check_key_text(text: &KeyText) {
+/// The key as each format reads it: a key of an accepted length, or a clean
+/// error, also as it names the key file's line.
+fn check_key_text(text: &KeyText, line: usize) {
     for format in formats() {
         match format.parse_key(text, MODE) {
             Ok(key) => assert!(format.key_lens().contains(&key.len())),
-            Err(error) => key_errors::check(&error),
+            Err(error) => {
+                key_errors::check(&error);
+                key_errors::check(&error.in_key_file(PATH, line));
+            }
         }
     }
 }
@@ -61,14 +65,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     check_hex(text);
-    check_key_text(&KeyText::new(text));
+    check_key_text(&KeyText::new(text), 1);
     match parse_key_file(text, PATH) {
         Ok(lines) => {
-            assert!(!lines.is_empty() && lines.len() <= text.lines().count());
+            let count = text.lines().count();
+            assert!(!lines.is_empty() && lines.len() <= count);
+            assert!(lines.windows(2).all(|pair| pair[0].line < pair[1].line));
             for line in lines {
+                assert!((1..=count).contains(&line.line));
                 let key = line.key.as_str();
                 assert!(!key.is_empty() && !key.contains(char::is_whitespace));
-                check_key_text(&line.key);
+                check_key_text(&line.key, line.line);
             }
         }
         Err(error) => key_errors::check(&error),

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Byte-stream reassembly under any chunking: the records a `RecordReader` returns
-//! and how it ends match a reference parse of the whole stream, and after an error
-//! it reads nothing more. Input: see `streamcrypt_fuzz::records::RecordInput`.
+//! (with their place in the stream) and how it ends match a reference parse of the
+//! whole stream, and after an error it keeps and reads nothing more. Input: see `streamcrypt_fuzz::records::RecordInput`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,11 +15,14 @@ fuzz_target!(|data: &[u8]| {
     let mut error = None;
     for chunk in input.chunks() {
         reader.push(chunk);
+        // Before the complete records are taken, too: never a panic or underflow.
+        let _ = reader.finish();
         loop {
             match reader.next_record() {
                 Ok(Some(record)) => {
                     assert!(error.is_none(), "a record after an error");
-                    records.push(record.to_vec());
+                    assert_eq!(record.index, records.len() as u64);
+                    records.push((record.offset, record.bytes.to_vec()));
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -34,12 +37,17 @@ fuzz_target!(|data: &[u8]| {
     let end = match error {
         Some(e) => {
             assert_eq!(reader.finish(), Ok(()), "finish after an error");
+            assert_eq!(reader.buffered(), 0, "input kept after an error");
             Err(e)
         }
         None => reader.finish(),
     };
 
     let (expected_records, expected_end) = reference_parse(input.code, input.stream);
+    let expected_records: Vec<(u64, Vec<u8>)> = expected_records
+        .into_iter()
+        .map(|(offset, bytes)| (offset, bytes.to_vec()))
+        .collect();
     assert_eq!(records, expected_records);
     match (&end, &expected_end) {
         (Ok(()), Ok(())) => {}

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Opening arbitrary bytes as an SFrame of every suite, with keys for a few KIDs:
 //! never a panic, and the copying and in-place paths give the same plaintext or
-//! the same error. Input: suite selector, metadata length, metadata, frame.
+//! the same error; a frame that fails goes through the decrypter's check for
+//! unencrypted media (`sniff`). Input: suite selector, metadata length, metadata,
+//! frame.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

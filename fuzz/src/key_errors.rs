@@ -53,6 +53,7 @@ static TEMPLATES: LazyLock<HashSet<String>> = LazyLock::new(|| {
         KEY_PROBES
             .iter()
             .filter_map(move |probe| format.parse_key(&KeyText::new(probe), MODE).err())
+            .flat_map(|error| [error.clone(), error.in_key_file(PATH, 1)])
     });
     let file_errors = FILE_PROBES
         .iter()

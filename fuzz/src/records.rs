@@ -59,9 +59,10 @@ impl<'a> RecordInput<'a> {
     }
 }
 
-/// The records of `stream` read in one piece, and how it ends: `Ok` at a record
-/// boundary, or the error the reader must give.
-pub fn reference_parse(code: u16, stream: &[u8]) -> (Vec<&[u8]>, Result<(), StreamError>) {
+/// The records of `stream` read in one piece, each with the stream offset of its
+/// length field, and how it ends: `Ok` at a record boundary, or the error the
+/// reader must give.
+pub fn reference_parse(code: u16, stream: &[u8]) -> (Vec<(u64, &[u8])>, Result<(), StreamError>) {
     let mut records = Vec::new();
     let len = stream.len();
     let truncated = |missing| StreamError::Truncated {
@@ -84,7 +85,11 @@ pub fn reference_parse(code: u16, stream: &[u8]) -> (Vec<&[u8]>, Result<(), Stre
     }
     let found = u16::from_be_bytes([stream[6], stream[7]]);
     if found != code {
-        return (records, Err(StreamError::OtherFormat { found }));
+        let error = StreamError::OtherFormat {
+            found,
+            expected: code,
+        };
+        return (records, Err(error));
     }
     let mut at = HEADER_LEN;
     while at < len {
@@ -104,7 +109,10 @@ pub fn reference_parse(code: u16, stream: &[u8]) -> (Vec<&[u8]>, Result<(), Stre
         if left - LENGTH_LEN < record_len {
             return (records, Err(truncated(LENGTH_LEN + record_len - left)));
         }
-        records.push(&stream[at + LENGTH_LEN..at + LENGTH_LEN + record_len]);
+        records.push((
+            at as u64,
+            &stream[at + LENGTH_LEN..at + LENGTH_LEN + record_len],
+        ));
         at += LENGTH_LEN + record_len;
     }
     (records, Ok(()))

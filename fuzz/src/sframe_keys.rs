@@ -7,6 +7,7 @@
 use std::sync::LazyLock;
 
 use streamcrypt::sframe::{CipherSuite, FrameError, Header, ParsedFrame, SframeKey};
+use streamcrypt::sniff;
 
 /// KIDs under the vectors' base key; 0x123 is the vectors' own.
 pub const VECTOR_KIDS: [u64; 3] = [0x123, 0, 7];
@@ -65,6 +66,15 @@ pub fn key_for(suite: CipherSuite, kid: u64) -> Option<&'static SframeKey> {
     keys(suite).iter().find(|key| key.kid() == kid)
 }
 
+/// What the decrypter does with a buffer that failed: looks whether it is media
+/// that was never encrypted, from the whole buffer or from the prefix it kept
+/// before decrypting in place.
+fn explain_failure(frame: &[u8]) {
+    let _ = sniff::plaintext_hint(frame);
+    let kept = &frame[..frame.len().min(sniff::SIGNATURE_LEN)];
+    assert_eq!(sniff::Prefix::of(frame).hint(), sniff::signature_hint(kept));
+}
+
 /// Opens `frame` with `key` where it lies, as a decrypter does.
 fn open_in_place(key: &SframeKey, frame: &[u8]) -> Result<Vec<u8>, FrameError> {
     let mut data = frame.to_vec();
@@ -101,6 +111,7 @@ pub fn open_both_ways(
         Ok(plaintext) => assert_eq!(plaintext.len() + suite.tag_len(), ciphertext_len),
         Err(error) => {
             let _ = error.to_string();
+            explain_failure(frame);
         }
     }
     if metadata.is_empty() {

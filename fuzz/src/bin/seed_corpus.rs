@@ -139,7 +139,7 @@ fn record_seeds(corpus: &mut Corpus) {
     for (code, records) in [(suite.id(), &sframe_records), (0xFF01, &sm4_records)] {
         let mut stream = stream_header(code).to_vec();
         for record in records {
-            stream.extend(length_prefix(record.len()));
+            stream.extend(length_prefix(record.len()).expect("a seed record fits"));
             stream.extend(record);
         }
         streams.push((code, stream));
