@@ -939,8 +939,39 @@ impl BaseTransformImpl for StreamDecrypt {
     }
 
     fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
-        common::answer_scheduling(direction, query)
-            || BaseTransformImplExt::parent_query(self, direction, query)
+        if common::answer_scheduling(direction, query) {
+            return true;
+        }
+        // Byte positions of a decrypted byte stream do not map onto the
+        // encrypted one: downstream cannot seek in bytes through us.
+        if direction == gst::PadDirection::Src
+            && self.settings.lock().unwrap().keys.framing == Framing::Stream
+            && let gst::QueryViewMut::Seeking(seeking) = query.view_mut()
+            && seeking.format() == gst::Format::Bytes
+        {
+            seeking.set(false, gst::format::Bytes::ZERO, gst::format::Bytes::NONE);
+            return true;
+        }
+        BaseTransformImplExt::parent_query(self, direction, query)
+    }
+
+    fn src_event(&self, event: gst::Event) -> bool {
+        // A demuxer seeking to a byte offset of the decrypted stream (from its
+        // index) would land upstream where no record starts: refuse it, and the
+        // stream goes on where it was.
+        if let gst::EventView::Seek(seek) = event.view()
+            && seek.get().3.format() == gst::Format::Bytes
+            && self.settings.lock().unwrap().keys.framing == Framing::Stream
+        {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "seek in bytes refused: byte offsets of the decrypted stream do not map \
+                 onto the encrypted one"
+            );
+            return false;
+        }
+        self.parent_src_event(event)
     }
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
