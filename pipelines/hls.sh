@@ -3,7 +3,7 @@
 # HLS with standard AES-128 encryption: H.264 and AAC cut into 2-second MPEG-TS
 # segments, each AES-128-CBC with its own IV, a new random key every 2 segments,
 # an #EXT-X-KEY playlist (VOD: #EXT-X-ENDLIST at the end). GStreamer's hlsdemux and
-# ffmpeg then decode all 300 frames.
+# ffmpeg then decode all 300 frames. Then the README's example, from live sources.
 set -eu
 OUT=${OUT:-$(mktemp -d)}
 cd "$OUT"
@@ -39,4 +39,27 @@ test "$(stat -c %s decoded.yuv)" -eq $((300 * 320 * 240 * 3 / 2))
 # ffmpeg: every frame too.
 frames=$(ffmpeg -v error -allowed_extensions ALL -i playlist.m3u8 -map 0:v -f framemd5 - | grep -vc '^#')
 test "$frames" -eq 300
-echo "hls: $(ls segment*.ts | wc -l) encrypted segments, $(ls key*.key | wc -l) keys; hlsdemux and ffmpeg decode all 300 frames"
+vod="$(ls segment*.ts | wc -l) encrypted segments, $(ls key*.key | wc -l) keys"
+
+# The README's example, as written there: live sources, so it runs in real time
+# (10 s) and ends after 300 frames. gst-launch reports warnings on its output: a
+# run without them is part of the example working.
+mkdir live
+cd live
+gst-launch-1.0 streamcrypthlssink name=hls target-duration=2 key-rotation=2 \
+  videotestsrc is-live=true num-buffers=300 ! video/x-raw,framerate=30/1 \
+    ! openh264enc gop-size=30 ! h264parse ! hls.video \
+  audiotestsrc is-live=true num-buffers=470 samplesperbuffer=1024 \
+    ! audio/x-raw,rate=48000 ! avenc_aac ! aacparse ! hls.audio >launch.log 2>&1
+if grep -E '^(WARNING|ERROR)|CRITICAL' launch.log >&2; then
+  echo "the README's example warned" >&2
+  exit 1
+fi
+grep -q 'Got EOS' launch.log
+grep -q '#EXT-X-ENDLIST' playlist.m3u8
+for key in key*.key; do
+  test "$(stat -c %a "$key")" = 600
+done
+live_frames=$(ffmpeg -v error -allowed_extensions ALL -i playlist.m3u8 -map 0:v -f framemd5 - | grep -vc '^#')
+test "$live_frames" -eq 300
+echo "hls: $vod, hlsdemux and ffmpeg decode all 300 frames; the README's live example: $(ls segment*.ts | wc -l) segments, $(ls key*.key | wc -l) keys (mode 0600), no warnings, ffmpeg decodes all 300 frames"

@@ -2,12 +2,13 @@
 # SPDX-License-Identifier: MPL-2.0
 # The whole test suite: formatting, lints, unit tests, Harness tests, interop with
 # the sframe crate, 1,000-rotation tests, every pipeline in pipelines/ through
-# gst-launch-1.0, the Rust, Python and C embedding examples. Exits non-zero on any
-# failure.
+# gst-launch-1.0, the Rust, Python and C embedding examples, and a shortened
+# valgrind memcheck of the soak scenario. Exits non-zero on any failure.
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
+SOAK_BUFFERS=5000 sh scripts/memcheck.sh
 echo "All tests passed."

@@ -15,6 +15,10 @@ use crate::compat::aes_cbc::CbcOptions;
 use crate::keys::{KeyError, KeyFile, KeyText, SecretKey};
 use crate::mode::{Framing, Mode};
 
+/// The elements' author, as gst-inspect-1.0 shows it: the maintainers and
+/// where to reach them (Cargo.toml's `authors`).
+pub const AUTHOR: &str = env!("CARGO_PKG_AUTHORS");
+
 /// Sink and src pads with caps ANY: the caps that come in go out unchanged.
 pub fn pad_templates() -> &'static [gst::PadTemplate] {
     static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
@@ -421,6 +425,18 @@ pub fn answer_scheduling(direction: gst::PadDirection, query: &mut gst::QueryRef
     true
 }
 
+/// Answers a byte SEEKING query "not seekable": a byte stream of records is
+/// written and read once, in order. Returns whether `query` was one.
+pub fn refuse_byte_seeking(query: &mut gst::QueryRef) -> bool {
+    match query.view_mut() {
+        gst::QueryViewMut::Seeking(seeking) if seeking.format() == gst::Format::Bytes => {
+            seeking.set(false, gst::format::Bytes::ZERO, gst::format::Bytes::NONE);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Runs `read` on `buffer`'s bytes: on its only memory, when it has one, which
 /// costs less than mapping the whole buffer.
 pub fn with_readable<R>(
@@ -503,6 +519,40 @@ impl CaplessInput {
             return Some(buffer);
         }
         imp.take_queued_buffer()
+    }
+}
+
+/// BaseTransform's `set_caps`, noting that buffers now come with caps.
+pub fn set_caps<T>(
+    imp: &T,
+    input: &CaplessInput,
+    incaps: &gst::Caps,
+    outcaps: &gst::Caps,
+) -> Result<(), gst::LoggableError>
+where
+    T: BaseTransformImpl,
+    <T as ObjectSubclass>::ParentType: IsA<gst_base::BaseTransform>,
+{
+    imp.parent_set_caps(incaps, outcaps)?;
+    input.set_negotiated(true);
+    Ok(())
+}
+
+/// BaseTransform's `submit_input_buffer`, keeping buffers that come without
+/// caps in `input`.
+pub fn submit_input_buffer<T>(
+    imp: &T,
+    input: &CaplessInput,
+    is_discont: bool,
+    inbuf: gst::Buffer,
+) -> Result<gst::FlowSuccess, gst::FlowError>
+where
+    T: BaseTransformImpl,
+    <T as ObjectSubclass>::ParentType: IsA<gst_base::BaseTransform>,
+{
+    match input.submit(inbuf) {
+        Some(inbuf) => imp.parent_submit_input_buffer(is_discont, inbuf),
+        None => Ok(gst::FlowSuccess::Ok),
     }
 }
 

@@ -5,12 +5,16 @@
 //! GStreamer in here: `streamcrypthlssink` hands over each finished segment.
 //!
 //! Plaintext segments never touch the disk: they are encrypted in memory and
-//! written once. Key files are written with permissions 0600, playlists by
-//! renaming a complete temporary file over the old one, so a player never reads a
-//! half-written playlist.
+//! written once. Every file (segment, key, playlist) is written to a temporary
+//! file of its own in the same folder, created exclusively (so a symlink planted
+//! there is never followed), and renamed over its name once complete: a player
+//! never reads half a file, and a key file is a new file with mode 0600 whatever
+//! was at its name before. A segment's key file is in place before the segment,
+//! and the segment before the playlist that lists it.
 
 use std::collections::VecDeque;
-use std::fs;
+use std::fmt;
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -22,10 +26,16 @@ use crate::keys::SecretKey;
 
 pub const KEY_LEN: usize = 16;
 
+/// Key files are readable by their owner only.
+const KEY_FILE_MODE: u32 = 0o600;
+/// Segments and playlists are for players: as any new file (the umask applies).
+const PUBLIC_FILE_MODE: u32 = 0o666;
+
 #[derive(Debug, Clone)]
 pub struct HlsSettings {
     /// Segment file names, with one printf-style `%d` (e.g. `segment%05d.ts`).
     pub location: String,
+    /// The playlist's file name; no conversion (`%%` is a literal `%`).
     pub playlist_location: String,
     /// Prefix of segment and key URIs in the playlist; `None`: names relative to
     /// the playlist.
@@ -36,10 +46,11 @@ pub struct HlsSettings {
     pub playlist_length: u32,
     /// Segment files kept on disk; 0: all of them.
     pub max_files: u32,
-    /// Key file names, with one printf-style `%d` for the key's number.
+    /// Key file names, with one printf-style `%d` for the key's number (optional
+    /// when there is one key for the whole stream).
     pub key_location: String,
-    /// Key URIs in the playlist, with an optional `%d`; `None`: the key file's name
-    /// (after `playlist_root`).
+    /// Key URIs in the playlist, with a `%d` for the key's number (optional when
+    /// there is one key); `None`: the key file's name (after `playlist_root`).
     pub key_uri: Option<String>,
     /// Segments per key; 0: one key for the whole stream.
     pub key_rotation: u32,
@@ -64,46 +75,476 @@ impl Default for HlsSettings {
     }
 }
 
-/// Fills the first printf-style integer conversion in `pattern` (`%d`, `%5d`,
-/// `%05d`, `%u`...) with `n`. A pattern without one is returned as it is.
-pub fn format_index(pattern: &str, n: u64) -> String {
-    let bytes = pattern.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            if bytes.get(i + 1) == Some(&b'%') {
-                i += 2;
-                continue;
-            }
-            let mut j = i + 1;
-            let zero = bytes.get(j) == Some(&b'0');
-            while j < bytes.len() && bytes[j].is_ascii_digit() {
-                j += 1;
-            }
-            let width: usize = pattern[i + 1..j].parse().unwrap_or(0);
-            // Length modifiers (`%ld`, `%lld`, `%lu`).
-            while j < bytes.len() && bytes[j] == b'l' {
-                j += 1;
-            }
-            if matches!(bytes.get(j), Some(b'd' | b'u' | b'i')) {
-                let number = if zero {
-                    format!("{n:0width$}")
-                } else {
-                    format!("{n:width$}")
-                };
-                return format!("{}{number}{}", &pattern[..i], &pattern[j + 1..])
-                    .replace("%%", "%");
-            }
-        }
-        i += 1;
-    }
-    pattern.replace("%%", "%")
+/// What went wrong, in the terms GStreamer's error domains use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HlsErrorKind {
+    /// A property's value cannot work.
+    Settings,
+    /// A folder the files go to does not exist.
+    NotFound,
+    /// A file cannot be created.
+    OpenWrite,
+    /// A file cannot be written, renamed or deleted.
+    Write,
+    /// The system has no randomness to give.
+    NoRandomness,
 }
 
-fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+/// An error with a message that names the property or the path concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HlsError {
+    pub kind: HlsErrorKind,
+    pub message: String,
+}
+
+impl HlsError {
+    fn new(kind: HlsErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn settings(message: impl Into<String>) -> Self {
+        Self::new(HlsErrorKind::Settings, message)
+    }
+}
+
+impl fmt::Display for HlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for HlsError {}
+
+/// How many number conversions a pattern takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Numbering {
+    /// Exactly one: each file or URI needs a name of its own.
+    One,
+    /// None or one: there is only ever one of them.
+    AtMostOne,
+    /// None: a fixed name.
+    Never,
+}
+
+/// How the number is written: `%05d` pads with zeros to 5 digits, `%5d` with
+/// spaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NumberFormat {
+    zero_pad: bool,
+    width: usize,
+}
+
+/// Widths beyond this would only pad: a u64 has at most 20 digits.
+const MAX_WIDTH: usize = 20;
+
+/// A printf-style name as hlssink2 takes them (`segment%05d.ts`): text, at most
+/// one integer conversion (`%d`, `%i`, `%u`, with `0`, a width and `l`/`ll`), and
+/// `%%` for a literal `%`. Anything else is refused rather than guessed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    head: String,
+    number: Option<NumberFormat>,
+    tail: String,
+}
+
+impl Pattern {
+    /// Parses `text`; the error says what is wrong, without naming the property.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut pattern = Pattern {
+            head: String::new(),
+            number: None,
+            tail: String::new(),
+        };
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            let out = if pattern.number.is_some() {
+                &mut pattern.tail
+            } else {
+                &mut pattern.head
+            };
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            if chars.next_if_eq(&'%').is_some() {
+                out.push('%');
+                continue;
+            }
+            let mut spec = String::from("%");
+            let zero_pad = chars.next_if_eq(&'0').is_some();
+            if zero_pad {
+                spec.push('0');
+            }
+            let mut digits = String::new();
+            while let Some(digit) = chars.next_if(char::is_ascii_digit) {
+                digits.push(digit);
+            }
+            spec.push_str(&digits);
+            for _ in 0..2 {
+                if let Some(l) = chars.next_if_eq(&'l') {
+                    spec.push(l);
+                }
+            }
+            let Some(conversion) = chars.next() else {
+                return Err(format!(
+                    "`{spec}` at the end is not a conversion; write %% for a literal %"
+                ));
+            };
+            spec.push(conversion);
+            if !matches!(conversion, 'd' | 'i' | 'u') {
+                return Err(format!(
+                    "`{spec}` is not an integer conversion; the number is written with \
+                     %d (or %05d, %u, %i, %ld), a literal % as %%"
+                ));
+            }
+            if pattern.number.is_some() {
+                return Err(format!(
+                    "`{spec}` is a second number conversion; there is one number to write"
+                ));
+            }
+            let width = if digits.is_empty() {
+                0
+            } else {
+                digits.parse().unwrap_or(usize::MAX)
+            };
+            if width > MAX_WIDTH {
+                return Err(format!(
+                    "`{spec}` pads to {digits} digits; a number has at most {MAX_WIDTH}"
+                ));
+            }
+            pattern.number = Some(NumberFormat { zero_pad, width });
+        }
+        Ok(pattern)
+    }
+
+    /// Whether the pattern writes a number.
+    pub fn is_numbered(&self) -> bool {
+        self.number.is_some()
+    }
+
+    /// The name for number `n` (the text as it is when there is no conversion).
+    pub fn format(&self, n: u64) -> String {
+        let number = match self.number {
+            None => String::new(),
+            Some(NumberFormat {
+                zero_pad: true,
+                width,
+            }) => format!("{n:0width$}"),
+            Some(NumberFormat {
+                zero_pad: false,
+                width,
+            }) => format!("{n:width$}"),
+        };
+        format!("{}{number}{}", self.head, self.tail)
+    }
+}
+
+/// Parses the value of `property` and checks it has the conversions `numbering`
+/// asks for; `why_one` says why a number is needed, for the error.
+fn parse_property(
+    property: &str,
+    text: &str,
+    numbering: Numbering,
+    why_one: &str,
+) -> Result<Pattern, HlsError> {
+    let refuse = |what: String| HlsError::settings(format!("{property}=\"{text}\": {what}"));
+    let pattern = Pattern::parse(text).map_err(refuse)?;
+    match numbering {
+        Numbering::One if !pattern.is_numbered() => Err(refuse(format!(
+            "no %d for the number; {why_one}: add one (e.g. %05d)"
+        ))),
+        Numbering::Never if pattern.is_numbered() => Err(refuse(
+            "a fixed name takes no number conversion (write %% for a literal %)".into(),
+        )),
+        _ => Ok(pattern),
+    }
+}
+
+/// Parses a file-name property: as `parse_property`, not empty, and the number
+/// (folders are not created) in the file name.
+fn parse_file_property(
+    property: &str,
+    text: &str,
+    numbering: Numbering,
+    why_one: &str,
+) -> Result<Pattern, HlsError> {
+    if text.is_empty() {
+        return Err(HlsError::settings(format!(
+            "{property} is empty; it needs a file name"
+        )));
+    }
+    if text.ends_with('/') {
+        return Err(HlsError::settings(format!(
+            "{property}=\"{text}\" names a folder; it needs a file name"
+        )));
+    }
+    let pattern = parse_property(property, text, numbering, why_one)?;
+    if pattern.is_numbered() && pattern.tail.contains('/') {
+        return Err(HlsError::settings(format!(
+            "{property}=\"{text}\": the number must be in the file name, not in a folder \
+             (folders are not created)"
+        )));
+    }
+    Ok(pattern)
+}
+
+/// The folder `path` is in.
+fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Checks that the folder of `property`'s files exists and takes new files, by
+/// creating (and removing) a temporary file in it, as every write does.
+fn check_folder(property: &str, text: &str, path: &Path) -> Result<(), HlsError> {
+    let folder = folder_of(path);
+    let error = |kind, what: String| {
+        HlsError::new(
+            kind,
+            format!(
+                "{property}=\"{text}\": the folder {} {what}",
+                folder.display()
+            ),
+        )
+    };
+    match fs::metadata(&folder) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Err(error(
+            HlsErrorKind::NotFound,
+            "does not exist (folders are not created)".into(),
+        )),
+        Err(err) => Err(error(
+            HlsErrorKind::OpenWrite,
+            format!("cannot be read: {err}"),
+        )),
+        Ok(meta) if !meta.is_dir() => Err(error(HlsErrorKind::OpenWrite, "is not a folder".into())),
+        Ok(_) => match create_temporary(&folder.join("probe"), PUBLIC_FILE_MODE) {
+            Ok((_, temporary)) => {
+                let _ = fs::remove_file(&temporary);
+                Ok(())
+            }
+            Err(err) => Err(error(
+                HlsErrorKind::OpenWrite,
+                format!("does not take new files: {err}"),
+            )),
+        },
+    }
+}
+
+/// The names the writer writes to, parsed and checked at start.
+#[derive(Debug)]
+struct Names {
+    location: Pattern,
+    playlist: PathBuf,
+    key_location: Pattern,
+    key_uri: Option<Pattern>,
+}
+
+impl HlsSettings {
+    /// Checks every name pattern against what the other settings need.
+    fn names(&self) -> Result<Names, HlsError> {
+        let rotating = self.key_rotation > 0;
+        let key_numbering = if rotating {
+            Numbering::One
+        } else {
+            Numbering::AtMostOne
+        };
+        let why_key = format!(
+            "key-rotation={} writes a new key every {} segments, each to a name of its own \
+             (or set key-rotation=0 for one key)",
+            self.key_rotation, self.key_rotation
+        );
+        let location = parse_file_property(
+            "location",
+            &self.location,
+            Numbering::One,
+            "each segment needs a file of its own",
+        )?;
+        let playlist = parse_file_property(
+            "playlist-location",
+            &self.playlist_location,
+            Numbering::Never,
+            "",
+        )?;
+        let key_location =
+            parse_file_property("key-location", &self.key_location, key_numbering, &why_key)?;
+        let key_uri = match &self.key_uri {
+            Some(uri) => Some(parse_property("key-uri", uri, key_numbering, &why_key)?),
+            None => None,
+        };
+        Ok(Names {
+            location,
+            playlist: PathBuf::from(playlist.format(0)),
+            key_location,
+            key_uri,
+        })
+    }
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], HlsError> {
     let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(|e| {
+        HlsError::new(
+            HlsErrorKind::NoRandomness,
+            format!("the system gives no randomness for keys and IVs: {e}"),
+        )
+    })?;
     Ok(bytes)
+}
+
+/// Creates a new file next to `path` for it (`.NAME.RANDOM.tmp`), with `mode`.
+/// `create_new` is O_CREAT|O_EXCL: the call fails on anything already there,
+/// a symlink included, rather than open it (POSIX: "If O_CREAT and O_EXCL are
+/// set, and path names a symbolic link, open() shall fail"); O_NOFOLLOW would add
+/// nothing.
+fn create_temporary(path: &Path, mode: u32) -> io::Result<(File, PathBuf)> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let suffix: String = random_bytes::<8>()
+        .map_err(|e| io::Error::other(e.message))?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let temporary = path.with_file_name(format!(".{name}.{suffix}.tmp"));
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temporary)?;
+    Ok((file, temporary))
+}
+
+/// A complete file written under a temporary name, waiting to be renamed over
+/// its own; dropped without `commit`, the temporary file goes.
+struct StagedFile {
+    temporary: PathBuf,
+    target: PathBuf,
+    what: &'static str,
+    committed: bool,
+}
+
+impl StagedFile {
+    /// Writes `data` for `target` (`what` names it in errors); `sync` makes it
+    /// durable before it takes the name.
+    fn write(
+        target: &Path,
+        data: &[u8],
+        mode: u32,
+        sync: bool,
+        what: &'static str,
+    ) -> Result<Self, HlsError> {
+        let (mut file, temporary) = create_temporary(target, mode).map_err(|err| {
+            HlsError::new(
+                HlsErrorKind::OpenWrite,
+                format!(
+                    "cannot create the {what} {} (a temporary file next to it): {err}",
+                    target.display()
+                ),
+            )
+        })?;
+        let staged = StagedFile {
+            temporary,
+            target: target.to_path_buf(),
+            what,
+            committed: false,
+        };
+        file.write_all(data)
+            .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
+            .map_err(|err| staged.error(format!("cannot write the {what}"), err))?;
+        Ok(staged)
+    }
+
+    fn error(&self, doing: String, err: io::Error) -> HlsError {
+        HlsError::new(
+            HlsErrorKind::Write,
+            format!("{doing} {}: {err}", self.target.display()),
+        )
+    }
+
+    /// Gives the file its name, replacing whatever had it (a symlink is replaced,
+    /// not followed).
+    fn commit(mut self) -> Result<(), HlsError> {
+        fs::rename(&self.temporary, &self.target).map_err(|err| {
+            self.error(
+                format!(
+                    "cannot rename {} to the {}",
+                    self.temporary.display(),
+                    self.what
+                ),
+                err,
+            )
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.temporary);
+        }
+    }
+}
+
+/// Writes a whole file through a temporary one (see `StagedFile`).
+fn write_file(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    sync: bool,
+    what: &'static str,
+) -> Result<(), HlsError> {
+    StagedFile::write(path, data, mode, sync, what)?.commit()
+}
+
+fn remove_if_present(path: &Path, what: &str) -> Result<(), HlsError> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(HlsError::new(
+            HlsErrorKind::Write,
+            format!("cannot delete the old {what} {}: {err}", path.display()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What a fixed key needs: AES-128.
+fn check_key_length(key: &SecretKey) -> Result<(), HlsError> {
+    if key.len() == KEY_LEN {
+        return Ok(());
+    }
+    Err(HlsError::settings(format!(
+        "key: HLS AES-128 needs a key of {KEY_LEN} bytes ({} hex digits); this key has {} \
+         bytes ({} hex digits)",
+        2 * KEY_LEN,
+        key.len(),
+        2 * key.len()
+    )))
+}
+
+/// Reads the `key` property's hex text; the error names the property and what
+/// was expected, never the key.
+pub fn parse_key(hex: &str) -> Result<SecretKey, HlsError> {
+    let key = SecretKey::from_hex(hex).map_err(|err| {
+        HlsError::settings(format!(
+            "key: {err}; HLS AES-128 needs {KEY_LEN} bytes ({} hex digits)",
+            2 * KEY_LEN
+        ))
+    })?;
+    check_key_length(&key)?;
+    Ok(key)
+}
+
+/// A fresh random AES-128 key.
+fn random_key() -> Result<SecretKey, HlsError> {
+    let bytes = zeroize::Zeroizing::new(random_bytes::<KEY_LEN>()?);
+    Ok(SecretKey::from_bytes(&*bytes))
 }
 
 /// A key period: the key, its file and the URI players fetch it from.
@@ -132,6 +573,7 @@ struct OnDisk {
 /// Writes encrypted segments, key files and the playlist as segments come.
 pub struct HlsWriter {
     settings: HlsSettings,
+    names: Names,
     key: Option<KeyPeriod>,
     /// Key files on disk, oldest first.
     key_files: VecDeque<(u64, PathBuf)>,
@@ -142,23 +584,33 @@ pub struct HlsWriter {
 }
 
 impl HlsWriter {
-    pub fn new(settings: HlsSettings) -> Result<Self, String> {
+    /// Checks the settings: the name patterns, the key, and that the folders
+    /// exist and take new files.
+    pub fn new(settings: HlsSettings) -> Result<Self, HlsError> {
         if let Some(key) = &settings.key {
-            if key.len() != KEY_LEN {
-                return Err(format!(
-                    "HLS AES-128 needs a key of 16 bytes (32 hex digits); this key has {} bytes",
-                    key.len()
+            check_key_length(key)?;
+            if settings.key_rotation > 0 {
+                return Err(HlsError::settings(
+                    "key-rotation makes a fresh random key for each period: leave `key` unset",
                 ));
             }
-            if settings.key_rotation > 0 {
-                return Err(
-                    "key-rotation makes a fresh random key for each period: leave `key` unset"
-                        .into(),
-                );
-            }
         }
+        let names = settings.names()?;
+        let first = |pattern: &Pattern| PathBuf::from(pattern.format(0));
+        check_folder("location", &settings.location, &first(&names.location))?;
+        check_folder(
+            "key-location",
+            &settings.key_location,
+            &first(&names.key_location),
+        )?;
+        check_folder(
+            "playlist-location",
+            &settings.playlist_location,
+            &names.playlist,
+        )?;
         Ok(Self {
             settings,
+            names,
             key: None,
             key_files: VecDeque::new(),
             listed: VecDeque::new(),
@@ -179,42 +631,49 @@ impl HlsWriter {
         }
     }
 
-    /// The key for segment `number`, starting a new key period when it is due.
-    fn key_for(&mut self, number: u64) -> io::Result<&KeyPeriod> {
-        let period = match self.settings.key_rotation {
+    /// The key period segment `number` is in.
+    fn period_of(&self, number: u64) -> u64 {
+        match self.settings.key_rotation {
             0 => 0,
             n => number / n as u64,
-        };
-        if self.key.as_ref().is_none_or(|k| k.number != period) {
-            let bytes = match &self.settings.key {
-                Some(key) => key.clone(),
-                None => SecretKey::from_bytes(&random_bytes::<KEY_LEN>()?),
-            };
-            let path = PathBuf::from(format_index(&self.settings.key_location, period));
-            write_key_file(&path, bytes.as_bytes())?;
-            let uri = match &self.settings.key_uri {
-                Some(pattern) => format_index(pattern, period),
-                None => self.uri_for(&path),
-            };
-            self.key_files.push_back((period, path.clone()));
-            self.key = Some(KeyPeriod {
-                number: period,
-                key: AesCbc::new(bytes.as_bytes()),
-                path,
-                uri,
-            });
         }
-        Ok(self.key.as_ref().expect("set above"))
     }
 
-    /// Encrypts one finished segment, writes it, and rewrites the playlist.
-    /// Returns the segment file's path.
-    pub fn add_segment(&mut self, plaintext: &[u8], duration: f64) -> io::Result<PathBuf> {
+    /// Key period `number`, not yet on disk, and the key bytes for its file.
+    fn new_key_period(&self, number: u64) -> Result<(KeyPeriod, SecretKey), HlsError> {
+        let secret = match &self.settings.key {
+            Some(key) => key.clone(),
+            None => random_key()?,
+        };
+        let path = PathBuf::from(self.names.key_location.format(number));
+        let uri = match &self.names.key_uri {
+            Some(pattern) => pattern.format(number),
+            None => self.uri_for(&path),
+        };
+        let period = KeyPeriod {
+            number,
+            key: AesCbc::new(secret.as_bytes()),
+            path,
+            uri,
+        };
+        Ok((period, secret))
+    }
+
+    /// Encrypts one finished segment, writes it (and its key file when it starts
+    /// a key period), and rewrites the playlist. Returns the segment file's path.
+    /// When the segment cannot be written, its new key file is not left behind.
+    pub fn add_segment(&mut self, plaintext: &[u8], duration: f64) -> Result<PathBuf, HlsError> {
         let number = self.next_segment;
-        self.next_segment += 1;
+        let period = self.period_of(number);
+        let new_period = match &self.key {
+            Some(key) if key.number == period => None,
+            _ => Some(self.new_key_period(period)?),
+        };
+        let key = match &new_period {
+            Some((key, _)) => key,
+            None => self.key.as_ref().expect("the current period"),
+        };
         let iv = random_bytes::<16>()?;
-        let key = self.key_for(number)?;
-        let (key_number, key_uri) = (key.number, key.uri.clone());
         // The whole segment as one PKCS#7-padded CBC message.
         let mut ciphertext = vec![0u8; CbcEncrypter::max_output_len(plaintext.len())];
         let options = CbcOptions {
@@ -223,8 +682,37 @@ impl HlsWriter {
             per_buffer_padding: true,
         };
         let len = CbcEncrypter::new(options).encrypt(&key.key, plaintext, &mut ciphertext);
-        let path = PathBuf::from(format_index(&self.settings.location, number));
-        fs::write(&path, &ciphertext[..len])?;
+        let path = PathBuf::from(self.names.location.format(number));
+        let segment = StagedFile::write(
+            &path,
+            &ciphertext[..len],
+            PUBLIC_FILE_MODE,
+            false,
+            "segment",
+        )?;
+        if let Some((key, secret)) = &new_period {
+            // Durable before any segment needs it. On failure the segment's
+            // temporary file goes with `segment`.
+            write_file(
+                &key.path,
+                secret.as_bytes(),
+                KEY_FILE_MODE,
+                true,
+                "key file",
+            )?;
+        }
+        if let Err(err) = segment.commit() {
+            if let Some((key, _)) = &new_period {
+                let _ = fs::remove_file(&key.path);
+            }
+            return Err(err);
+        }
+        let key_uri = key.uri.clone();
+        if let Some((key, _)) = new_period {
+            self.key_files.push_back((key.number, key.path.clone()));
+            self.key = Some(key);
+        }
+        self.next_segment += 1;
 
         self.listed.push_back(Listed {
             number,
@@ -242,7 +730,7 @@ impl HlsWriter {
 
         self.on_disk.push_back(OnDisk {
             path: path.clone(),
-            key_number,
+            key_number: period,
         });
         self.delete_old_files()?;
         Ok(path)
@@ -250,11 +738,11 @@ impl HlsWriter {
 
     /// Deletes the oldest segments beyond `max_files`, then key files that no
     /// segment on disk needs any more.
-    fn delete_old_files(&mut self) -> io::Result<()> {
+    fn delete_old_files(&mut self) -> Result<(), HlsError> {
         let max = self.settings.max_files as usize;
         while max > 0 && self.on_disk.len() > max {
             let old = self.on_disk.pop_front().expect("non-empty");
-            remove_if_present(&old.path)?;
+            remove_if_present(&old.path, "segment")?;
         }
         let oldest_needed = self
             .on_disk
@@ -265,18 +753,18 @@ impl HlsWriter {
             && *number < oldest_needed
             && Some(*number) != current
         {
-            remove_if_present(path)?;
+            remove_if_present(path, "key file")?;
             self.key_files.pop_front();
         }
         Ok(())
     }
 
     /// At the end of the stream: the playlist with `#EXT-X-ENDLIST`.
-    pub fn finish(&mut self) -> io::Result<()> {
+    pub fn finish(&mut self) -> Result<(), HlsError> {
         self.write_playlist(true)
     }
 
-    fn write_playlist(&self, end: bool) -> io::Result<()> {
+    fn write_playlist(&self, end: bool) -> Result<(), HlsError> {
         let first = self.listed.front().map_or(self.next_segment, |s| s.number);
         let playlist = MediaPlaylist {
             // IV attributes need version 2, fractional durations version 3.
@@ -310,11 +798,19 @@ impl HlsWriter {
             ..Default::default()
         };
         let mut text = Vec::new();
-        playlist.write_to(&mut text)?;
-        let path = Path::new(&self.settings.playlist_location);
-        let temporary = path.with_extension("m3u8.tmp");
-        fs::write(&temporary, &text)?;
-        fs::rename(&temporary, path)
+        playlist.write_to(&mut text).map_err(|err| {
+            HlsError::new(
+                HlsErrorKind::Write,
+                format!("cannot render the playlist: {err}"),
+            )
+        })?;
+        write_file(
+            &self.names.playlist,
+            &text,
+            PUBLIC_FILE_MODE,
+            false,
+            "playlist",
+        )
     }
 
     /// The current key period's key file (for tests and the element's logs).
@@ -323,36 +819,42 @@ impl HlsWriter {
     }
 }
 
-fn write_key_file(path: &Path, key: &[u8]) -> io::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(key)?;
-    file.sync_all()
-}
-
-fn remove_if_present(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    fn format(pattern: &str, n: u64) -> String {
+        Pattern::parse(pattern).unwrap().format(n)
+    }
+
     #[test]
     fn printf_patterns() {
-        assert_eq!(format_index("segment%05d.ts", 42), "segment00042.ts");
-        assert_eq!(format_index("seg%d.ts", 7), "seg7.ts");
-        assert_eq!(format_index("seg%3d.ts", 7), "seg  7.ts");
-        assert_eq!(format_index("a%%b%lu", 3), "a%b3");
-        assert_eq!(format_index("fixed.key", 3), "fixed.key");
+        assert_eq!(format("segment%05d.ts", 42), "segment00042.ts");
+        assert_eq!(format("seg%d.ts", 7), "seg7.ts");
+        assert_eq!(format("seg%3d.ts", 7), "seg  7.ts");
+        assert_eq!(format("seg%i-%%.ts", 7), "seg7-%.ts");
+        assert_eq!(format("a%%b%lu", 3), "a%b3");
+        assert_eq!(format("x%lld", 12), "x12");
+        assert_eq!(format("fixed.key", 3), "fixed.key");
+        assert_eq!(format("100%%.key", 3), "100%.key");
+        assert!(!Pattern::parse("100%%.key").unwrap().is_numbered());
+    }
+
+    #[test]
+    fn patterns_other_than_one_integer_are_refused() {
+        for (pattern, says) in [
+            ("seg%d-%d.ts", "`%d` is a second number conversion"),
+            ("seg%s.ts", "`%s` is not an integer conversion"),
+            ("seg%05x.ts", "`%05x` is not an integer conversion"),
+            ("seg%.ts", "`%.` is not an integer conversion"),
+            ("seg%", "`%` at the end is not a conversion"),
+            ("seg%05", "`%05` at the end"),
+            ("seg%99d.ts", "pads to 99 digits"),
+        ] {
+            let err = Pattern::parse(pattern).unwrap_err();
+            assert!(err.contains(says), "{pattern}: {err}");
+        }
     }
 
     fn settings(dir: &Path) -> HlsSettings {
@@ -363,6 +865,282 @@ mod tests {
             key_location: at("k%02d.key"),
             ..HlsSettings::default()
         }
+    }
+
+    fn refused(settings: HlsSettings) -> HlsError {
+        HlsWriter::new(settings).err().expect("refused")
+    }
+
+    #[test]
+    fn names_must_fit_what_the_settings_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = || settings(dir.path());
+        let at = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        let cases = [
+            (
+                HlsSettings {
+                    key_rotation: 2,
+                    key_location: at("fixed.key"),
+                    ..base()
+                },
+                vec![
+                    "key-location=",
+                    "fixed.key",
+                    "no %d",
+                    "key-rotation=2",
+                    "add one",
+                ],
+            ),
+            (
+                HlsSettings {
+                    key_rotation: 2,
+                    key_uri: Some("https://keys.example/current".into()),
+                    ..base()
+                },
+                vec![
+                    "key-uri=\"https://keys.example/current\"",
+                    "no %d",
+                    "key-rotation=2",
+                ],
+            ),
+            (
+                HlsSettings {
+                    key_uri: Some("https://keys.example/%s".into()),
+                    ..base()
+                },
+                vec!["key-uri=", "`%s` is not an integer conversion"],
+            ),
+            (
+                HlsSettings {
+                    location: at("seg%d-%d.ts"),
+                    ..base()
+                },
+                vec!["location=", "seg%d-%d.ts", "second number conversion"],
+            ),
+            (
+                HlsSettings {
+                    location: at("seg%s.ts"),
+                    ..base()
+                },
+                vec!["location=", "seg%s.ts", "`%s` is not an integer conversion"],
+            ),
+            (
+                HlsSettings {
+                    location: at("segment.ts"),
+                    ..base()
+                },
+                vec!["location=", "no %d", "each segment needs a file of its own"],
+            ),
+            (
+                HlsSettings {
+                    playlist_location: at("live%d.m3u8"),
+                    ..base()
+                },
+                vec!["playlist-location=", "takes no number conversion"],
+            ),
+            (
+                HlsSettings {
+                    location: at("seg%d/x.ts"),
+                    ..base()
+                },
+                vec!["location=", "must be in the file name"],
+            ),
+            (
+                HlsSettings {
+                    key_location: String::new(),
+                    ..base()
+                },
+                vec!["key-location is empty"],
+            ),
+            (
+                HlsSettings {
+                    playlist_location: at("hls/"),
+                    ..base()
+                },
+                vec!["playlist-location=", "names a folder"],
+            ),
+        ];
+        for (settings, says) in cases {
+            let err = refused(settings);
+            assert_eq!(err.kind, HlsErrorKind::Settings, "{err}");
+            for part in says {
+                assert!(err.message.contains(part), "{part:?} not in: {err}");
+            }
+        }
+        // One key for the whole stream: a fixed name is fine, and so is %%.
+        HlsWriter::new(HlsSettings {
+            key_location: at("100%%.key"),
+            key_uri: Some("https://keys.example/a%%20b".into()),
+            playlist_location: at("live%%.m3u8"),
+            ..base()
+        })
+        .unwrap()
+        .add_segment(b"ts", 1.0)
+        .unwrap();
+        assert!(dir.path().join("100%.key").exists());
+        assert!(dir.path().join("live%.m3u8").exists());
+    }
+
+    #[test]
+    fn folders_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let in_missing = |name: &str| missing.join(name).to_string_lossy().into_owned();
+        for (settings, property) in [
+            (
+                HlsSettings {
+                    location: in_missing("s%d.ts"),
+                    ..settings(dir.path())
+                },
+                "location=",
+            ),
+            (
+                HlsSettings {
+                    key_location: in_missing("k%d.key"),
+                    ..settings(dir.path())
+                },
+                "key-location=",
+            ),
+            (
+                HlsSettings {
+                    playlist_location: in_missing("p.m3u8"),
+                    ..settings(dir.path())
+                },
+                "playlist-location=",
+            ),
+        ] {
+            let err = refused(settings);
+            assert_eq!(err.kind, HlsErrorKind::NotFound, "{err}");
+            assert!(err.message.starts_with(property), "{err}");
+            assert!(
+                err.message
+                    .contains(&format!("{} does not exist", missing.display())),
+                "{err}"
+            );
+        }
+
+        // sysfs refuses new files, even to root (as the tests may run).
+        let err = refused(HlsSettings {
+            location: "/sys/seg%d.ts".into(),
+            ..settings(dir.path())
+        });
+        assert_eq!(err.kind, HlsErrorKind::OpenWrite, "{err}");
+        assert!(
+            err.message
+                .contains("the folder /sys does not take new files"),
+            "{err}"
+        );
+
+        fs::write(dir.path().join("file"), b"").unwrap();
+        let err = refused(HlsSettings {
+            playlist_location: dir.path().join("file/p.m3u8").display().to_string(),
+            ..settings(dir.path())
+        });
+        assert!(err.message.contains("is not a folder"), "{err}");
+        // The probe leaves nothing behind.
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    /// The files in `dir`, sorted.
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut files: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn a_segment_that_cannot_be_written_is_named_and_leaves_no_key_file() {
+        // The segment's temporary file cannot be created: its folder is gone.
+        let dir = tempfile::tempdir().unwrap();
+        let segments = dir.path().join("segments");
+        fs::create_dir(&segments).unwrap();
+        let mut writer = HlsWriter::new(HlsSettings {
+            location: segments.join("s%d.ts").display().to_string(),
+            ..settings(dir.path())
+        })
+        .unwrap();
+        fs::remove_dir(&segments).unwrap();
+        let err = writer.add_segment(b"ts", 1.0).unwrap_err();
+        assert_eq!(err.kind, HlsErrorKind::OpenWrite, "{err}");
+        let path = segments.join("s0.ts");
+        assert!(
+            err.message
+                .starts_with(&format!("cannot create the segment {}", path.display())),
+            "{err}"
+        );
+        assert!(err.message.contains("No such file or directory"), "{err}");
+        assert_eq!(files_in(dir.path()), Vec::<String>::new());
+
+        // The segment cannot take its name (a folder has it): the key file that
+        // was written for it is removed, and no playlist lists it.
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = HlsWriter::new(HlsSettings {
+            key_rotation: 1,
+            ..settings(dir.path())
+        })
+        .unwrap();
+        writer.add_segment(b"first", 1.0).unwrap();
+        fs::create_dir(dir.path().join("seg001.ts")).unwrap();
+        let err = writer.add_segment(b"second", 1.0).unwrap_err();
+        assert_eq!(err.kind, HlsErrorKind::Write, "{err}");
+        assert!(
+            err.message.contains(&format!(
+                "to the segment {}",
+                dir.path().join("seg001.ts").display()
+            )),
+            "{err}"
+        );
+        assert_eq!(
+            files_in(dir.path()),
+            ["k00.key", "live.m3u8", "seg000.ts", "seg001.ts"]
+        );
+        assert!(dir.path().join("seg001.ts").is_dir());
+        let listed = playlist(&settings(dir.path()).playlist_location);
+        assert_eq!(listed.segments.len(), 1);
+    }
+
+    #[test]
+    fn key_files_are_new_files_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        // A key file of an earlier run, readable by all.
+        let old = dir.path().join("k00.key");
+        fs::write(&old, b"old key, 16 byte").unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o644)).unwrap();
+        // A symlink planted where the next key goes, and at the playlist's and a
+        // segment's names, all pointing at a file of someone else's.
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"not yours").unwrap();
+        for name in ["k01.key", "seg001.ts", "live.m3u8", "live.m3u8.tmp"] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        let mut writer = HlsWriter::new(HlsSettings {
+            key_rotation: 1,
+            max_files: 0,
+            ..settings(dir.path())
+        })
+        .unwrap();
+        writer.add_segment(b"first", 1.0).unwrap();
+        writer.add_segment(b"second", 1.0).unwrap();
+
+        assert_eq!(fs::read(&victim).unwrap(), b"not yours");
+        for name in ["k00.key", "k01.key"] {
+            let meta = fs::symlink_metadata(dir.path().join(name)).unwrap();
+            assert!(meta.is_file(), "{name} is a regular file");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+            assert_eq!(meta.len(), KEY_LEN as u64);
+        }
+        for name in ["seg001.ts", "live.m3u8"] {
+            assert!(
+                fs::symlink_metadata(dir.path().join(name))
+                    .unwrap()
+                    .is_file()
+            );
+        }
+        assert_ne!(fs::read(&old).unwrap(), b"old key, 16 byte");
     }
 
     /// Decrypts a segment as a player does: AES-128-CBC, PKCS#7.
@@ -455,14 +1233,10 @@ mod tests {
         assert_eq!(playlist.target_duration, 3, "covers the longest segment");
         let uris: Vec<&str> = playlist.segments.iter().map(|s| s.uri.as_str()).collect();
         assert_eq!(uris, ["seg007.ts", "seg008.ts", "seg009.ts"]);
-        let mut files: Vec<String> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        files.sort();
-        // Segments 6-9 stay; they need keys 2 (6-8) and 3 (9).
+        // Segments 6-9 stay; they need keys 2 (6-8) and 3 (9). No temporary
+        // file is left.
         assert_eq!(
-            files,
+            files_in(dir.path()),
             [
                 "k02.key",
                 "k03.key",
@@ -503,17 +1277,33 @@ mod tests {
             HlsWriter::new(HlsSettings {
                 key_rotation: 2,
                 key: Some(key),
-                ..HlsSettings::default()
+                ..settings(dir.path())
             })
             .is_err()
         );
+        for (hex, says) in [
+            (
+                "0011",
+                "key: HLS AES-128 needs a key of 16 bytes (32 hex digits); this key has 2 \
+                 bytes (4 hex digits)",
+            ),
+            (
+                "zz112233445566778899aabbccddeeff",
+                "key: the key is not hex: character 1 is not one of 0-9, a-f, A-F; HLS \
+                 AES-128 needs 16 bytes (32 hex digits)",
+            ),
+        ] {
+            let err = parse_key(hex).unwrap_err();
+            assert_eq!(
+                (err.kind, err.message.as_str()),
+                (HlsErrorKind::Settings, says)
+            );
+        }
         let short = SecretKey::from_hex("0011").unwrap();
-        let err = HlsWriter::new(HlsSettings {
+        let err = refused(HlsSettings {
             key: Some(short),
-            ..HlsSettings::default()
-        })
-        .err()
-        .unwrap();
-        assert!(err.contains("16 bytes"), "{err}");
+            ..settings(dir.path())
+        });
+        assert!(err.message.contains("16 bytes"), "{err}");
     }
 }

@@ -74,10 +74,15 @@ impl SecretKey {
         if text.is_empty() {
             return Err(KeyError::Empty);
         }
-        if !text.len().is_multiple_of(2) {
-            return Err(KeyError::OddLength {
-                digits: text.chars().count(),
+        // Characters are checked before they are counted as digits: "é0" has two
+        // characters but three bytes, and is not hex at all.
+        if let Some(index) = text.chars().position(|c| !c.is_ascii_hexdigit()) {
+            return Err(KeyError::NotHex {
+                position: index + 1,
             });
+        }
+        if !text.len().is_multiple_of(2) {
+            return Err(KeyError::OddLength { digits: text.len() });
         }
         let mut bytes = Zeroizing::new(Vec::with_capacity(text.len() / 2));
         for (index, pair) in text.as_bytes().chunks_exact(2).enumerate() {
@@ -319,6 +324,28 @@ mod tests {
         assert!(!err.to_string().contains("zz"));
         // Multi-byte characters must not panic on slicing.
         assert!(SecretKey::from_hex("é0").is_err());
+    }
+
+    #[test]
+    fn non_hex_characters_are_named_before_the_digits_are_counted() {
+        // Found by the key_text fuzz target: "é0" (three bytes) was refused as "2 hex
+        // digits; a key needs an even number", and "zzz" as 3 hex digits.
+        assert_eq!(
+            SecretKey::from_hex("é0"),
+            Err(KeyError::NotHex { position: 1 })
+        );
+        assert_eq!(
+            SecretKey::from_hex("zzz"),
+            Err(KeyError::NotHex { position: 1 })
+        );
+        assert_eq!(
+            SecretKey::from_hex("0aé"),
+            Err(KeyError::NotHex { position: 3 })
+        );
+        assert_eq!(
+            SecretKey::from_hex("0aB"),
+            Err(KeyError::OddLength { digits: 3 })
+        );
     }
 
     #[test]

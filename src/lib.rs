@@ -36,6 +36,6 @@ gst::plugin_define!(
     "MPL",
     env!("CARGO_PKG_NAME"),
     env!("CARGO_PKG_NAME"),
-    env!("CARGO_PKG_REPOSITORY"),
+    env!("STREAMCRYPT_PACKAGE_ORIGIN"),
     env!("BUILD_REL_DATE")
 );

@@ -16,37 +16,37 @@ use crate::sframe::CipherSuite;
 pub enum Mode {
     #[default]
     #[enum_value(
-        name = "SFrame AES-128-GCM (RFC 9605 suite 4): 16-byte key, +24 bytes per buffer",
+        name = "SFrame AES-128-GCM (RFC 9605 suite 4): 16-byte key, +25 bytes per buffer",
         nick = "aes-128-gcm"
     )]
     Aes128Gcm = 0,
     #[enum_value(
-        name = "SFrame AES-256-GCM (RFC 9605 suite 5): 32-byte key, +24 bytes per buffer",
+        name = "SFrame AES-256-GCM (RFC 9605 suite 5): 32-byte key, +25 bytes per buffer",
         nick = "aes-256-gcm"
     )]
     Aes256Gcm = 1,
     #[enum_value(
-        name = "SFrame AES-128-CTR with HMAC-SHA256, 80-bit tag (RFC 9605 suite 1): 16-byte key, +18 bytes",
+        name = "SFrame AES-128-CTR with HMAC-SHA256, 80-bit tag (RFC 9605 suite 1): 16-byte key, +19 bytes",
         nick = "aes-128-ctr-hmac-80"
     )]
     Aes128CtrHmac80 = 2,
     #[enum_value(
-        name = "SFrame AES-128-CTR with HMAC-SHA256, 64-bit tag (RFC 9605 suite 2): 16-byte key, +16 bytes",
+        name = "SFrame AES-128-CTR with HMAC-SHA256, 64-bit tag (RFC 9605 suite 2): 16-byte key, +17 bytes",
         nick = "aes-128-ctr-hmac-64"
     )]
     Aes128CtrHmac64 = 3,
     #[enum_value(
-        name = "SFrame AES-128-CTR with HMAC-SHA256, 32-bit tag (RFC 9605 suite 3): 16-byte key, +12 bytes",
+        name = "SFrame AES-128-CTR with HMAC-SHA256, 32-bit tag (RFC 9605 suite 3): 16-byte key, +13 bytes",
         nick = "aes-128-ctr-hmac-32"
     )]
     Aes128CtrHmac32 = 4,
     #[enum_value(
-        name = "SFrame AES-192-GCM (private suite 0xF001): 24-byte key, +24 bytes per buffer",
+        name = "SFrame AES-192-GCM (private suite 0xF001): 24-byte key, +25 bytes per buffer",
         nick = "aes-192-gcm"
     )]
     Aes192Gcm = 5,
     #[enum_value(
-        name = "SFrame SM4-GCM with SM3 key derivation (private suite 0xF002): 16-byte key, +24 bytes",
+        name = "SFrame SM4-GCM with SM3 key derivation (private suite 0xF002): 16-byte key, +25 bytes",
         nick = "sm4-gcm"
     )]
     Sm4Gcm = 6,

@@ -24,6 +24,27 @@ pub fn signature_hint(data: &[u8]) -> Option<String> {
 /// Bytes the signatures of `signature_hint` need.
 pub const SIGNATURE_LEN: usize = 8;
 
+/// The first bytes of a buffer, kept before decrypting it where it lies
+/// overwrites them, for `signature_hint` if decrypting fails.
+#[derive(Debug, Clone, Copy)]
+pub struct Prefix {
+    bytes: [u8; SIGNATURE_LEN],
+    len: usize,
+}
+
+impl Prefix {
+    pub fn of(data: &[u8]) -> Self {
+        let mut bytes = [0u8; SIGNATURE_LEN];
+        let len = data.len().min(SIGNATURE_LEN);
+        bytes[..len].copy_from_slice(&data[..len]);
+        Self { bytes, len }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        signature_hint(&self.bytes[..self.len])
+    }
+}
+
 fn signature(data: &[u8]) -> Option<&'static str> {
     let starts = |magic: &[u8]| data.starts_with(magic);
     let at = |offset: usize, magic: &[u8]| data.get(offset..offset + magic.len()) == Some(magic);

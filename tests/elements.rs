@@ -486,6 +486,14 @@ fn bad_input_is_dropped_counted_and_warned_about_once() {
             "{what}: warnings are rate-limited: {warned:?}"
         );
         assert!(warned[0].matches(gst::StreamError::Decrypt), "{what}");
+        assert_eq!(
+            what == "not SFrame",
+            warned[0]
+                .message()
+                .contains("the input does not look encrypted: it looks like an H.264"),
+            "{what}: {}",
+            warned[0].message()
+        );
         // The valid frames that follow still decrypt.
         let (mut enc, _) = encrypter(KEY_A, 1);
         assert_is_media_buffer(

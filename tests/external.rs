@@ -3,35 +3,11 @@
 //! gst-inspect-1.0, every example in `pipelines/`, and the Python and C embedding
 //! examples in `examples/`.
 
+mod common;
+
+use common::gst_command;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-/// A directory holding only the plugin this test binary was built with. `cargo test`
-/// builds the cdylib into target/<profile>/deps (next to this binary) but, unlike
-/// `cargo build`, does not copy it up to target/<profile>; deps/ also holds
-/// proc-macro libraries that GStreamer must not try to load.
-fn plugin_dir(scratch: &Path) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let built = exe.parent().unwrap().join("libgststreamcrypt.so");
-    assert!(built.exists(), "{} not built", built.display());
-    let dir = scratch.join("plugin");
-    std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join("libgststreamcrypt.so");
-    if !link.exists() {
-        std::os::unix::fs::symlink(&built, &link).unwrap();
-    }
-    dir
-}
-
-/// A command that sees only the freshly built plugin, with a registry of its own.
-fn gst_command(program: &str, scratch: &Path) -> Command {
-    let mut command = Command::new(program);
-    command
-        .env("GST_PLUGIN_PATH", plugin_dir(scratch))
-        .env("GST_REGISTRY", scratch.join("registry.bin"))
-        .env_remove("GST_DEBUG");
-    command
-}
 
 fn check(output: Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -72,11 +48,25 @@ fn every_pipeline_example_runs() {
     }
 }
 
-/// KID and counter of every SFrame written by one gst-launch run.
-fn encrypt_in_new_process(scratch: &Path, run: &str) -> Vec<(u64, u64)> {
+/// KID and counter of every SFrame written by one gst-launch run; with
+/// `frozen_clock`, the process sees the wall clock stopped at that time (as
+/// `faketime` makes it), as a device without a real-time clock does at every boot.
+fn encrypt_in_new_process(
+    scratch: &Path,
+    run: &str,
+    frozen_clock: Option<&str>,
+) -> Vec<(u64, u64)> {
     let dir = scratch.join(run);
     std::fs::create_dir(&dir).unwrap();
-    let output = gst_command("gst-launch-1.0", scratch)
+    let mut command = match frozen_clock {
+        Some(time) => {
+            let mut command = gst_command("faketime", scratch);
+            command.args([time, "gst-launch-1.0"]);
+            command
+        }
+        None => gst_command("gst-launch-1.0", scratch),
+    };
+    let output = command
         .args([
             "-q",
             "videotestsrc",
@@ -113,18 +103,27 @@ fn encrypt_in_new_process(scratch: &Path, run: &str) -> Vec<(u64, u64)> {
 
 #[test]
 fn a_new_process_with_the_same_key_never_reuses_a_counter() {
-    let scratch = tempfile::tempdir().unwrap();
-    let first = encrypt_in_new_process(scratch.path(), "first");
-    let second = encrypt_in_new_process(scratch.path(), "second");
-    assert_eq!(first.len(), 50);
-    assert_eq!(second.len(), 50);
-    assert!(first.iter().chain(&second).all(|(kid, _)| *kid == 3));
-    let last_of_first = first.iter().map(|(_, ctr)| *ctr).max().unwrap();
-    let first_of_second = second.iter().map(|(_, ctr)| *ctr).min().unwrap();
-    assert!(
-        first_of_second > last_of_first,
-        "second run started at {first_of_second}, first ended at {last_of_first}"
-    );
+    // Also with the clock stopped at the same instant for both runs (a device
+    // that boots at 1970 every time): counters must not depend on it.
+    for clock in [None, Some("1970-01-01 00:00:01")] {
+        let scratch = tempfile::tempdir().unwrap();
+        let first = encrypt_in_new_process(scratch.path(), "first", clock);
+        let second = encrypt_in_new_process(scratch.path(), "second", clock);
+        assert_eq!(first.len(), 50);
+        assert_eq!(second.len(), 50);
+        assert!(first.iter().chain(&second).all(|(kid, _)| *kid == 3));
+        for run in [&first, &second] {
+            assert!(
+                run.windows(2).all(|pair| pair[1].1 == pair[0].1 + 1),
+                "{clock:?}: counters count up within a run"
+            );
+        }
+        let (first_start, second_start) = (first[0].1, second[0].1);
+        assert!(
+            first_start.abs_diff(second_start) >= 50,
+            "{clock:?}: the runs overlap: {first_start} and {second_start}"
+        );
+    }
 }
 
 #[test]

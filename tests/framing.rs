@@ -166,6 +166,75 @@ fn a_corrupted_record_is_dropped_and_the_rest_delivered() {
     assert_eq!(out, plain_stream(9), "all but the last record");
 }
 
+/// Stream offsets of the records in `stream` (after the 8-byte header).
+fn record_offsets(stream: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut at = 8;
+    while at < stream.len() {
+        offsets.push(at);
+        let len = u32::from_be_bytes(stream[at..at + 4].try_into().unwrap()) as usize;
+        at += 4 + len;
+    }
+    offsets
+}
+
+#[test]
+fn a_bad_record_among_buffered_good_ones_stops_there() {
+    // The whole stream arrives in one chunk, so good records after the bad one
+    // are already buffered when it fails: what came before is delivered, then
+    // the error naming the record; no arithmetic on the leftover (a debug build
+    // would panic on an underflow) and no false "cut short" at EOS.
+    let dir = tempfile::tempdir().unwrap();
+    let mut stream = encrypted_stream("aes-128-gcm", 10);
+    let offsets = record_offsets(&stream);
+    let bad = offsets[3];
+    stream[bad + 20] ^= 0x01;
+    let file = dir.path().join("bad-record.enc");
+    std::fs::write(&file, &stream).unwrap();
+    let key_file = dir.path().join("keys");
+    std::fs::write(&key_file, format!("1 {KEY_A}\n2 {KEY_B}\n")).unwrap();
+    let keys = format!("key-file={}", key_file.display());
+    for on_error in ["", "on-error=fail"] {
+        let (out, error) = decrypt_file(&file, 1 << 20, &format!("{keys} {on_error}"));
+        let error = error.expect("an error");
+        assert_eq!(
+            error.message(),
+            format!(
+                "record 3 at byte {bad} ({} bytes): KID 1: authentication failed (wrong key \
+                 or mode, or the frame was altered or truncated)",
+                offsets[4] - bad - 4
+            )
+        );
+        assert_eq!(out, plain_stream(3));
+    }
+    let (out, error) = decrypt_file(&file, 1 << 20, &format!("{keys} on-error=drop"));
+    assert!(error.is_none(), "{error:?}");
+    let expected: Vec<u8> = (0..10).filter(|i| *i != 3).flat_map(payload).collect();
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn a_buffer_larger_than_a_record_goes_as_several() {
+    // One buffer over the record limit: it must neither wrap the 32-bit length
+    // nor make a record the decrypter refuses.
+    let len = gststreamcrypt::framing::MAX_RECORD_PLAINTEXT + 100_000;
+    let big: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let enc = make(&format!("streamencrypt framing=stream key={KEY_A}"));
+    let dec = make(&format!("streamdecrypt framing=stream key={KEY_A}"));
+    let pipeline = AppPipeline::new(&[&enc, &dec]);
+    let out = pipeline.run([gst::Buffer::from_slice(big.clone())]);
+    let total: usize = out.iter().map(|b| b.size()).sum();
+    assert_eq!(total, len);
+    let mut at = 0;
+    for buffer in &out {
+        let map = buffer.map_readable().unwrap();
+        assert!(map[..] == big[at..at + map.len()], "bytes {at}..");
+        at += map.len();
+    }
+    assert_eq!(out.len(), 2, "two records");
+    assert_eq!(stat(&dec, "buffers-in"), 2);
+}
+
 #[test]
 fn foreign_input_is_named_as_such() {
     let dir = tempfile::tempdir().unwrap();

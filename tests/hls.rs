@@ -13,35 +13,66 @@ use gst::prelude::*;
 
 const FRAMES: u64 = 150;
 
-/// Writes 5 s of H.264 video (30 fps, a keyframe a second) and AAC audio through
-/// the sink into `dir`, with `options` on the sink.
-fn produce(dir: &Path, options: &str) {
+/// Plays `pipeline` to EOS and returns every message on its way; panics on an
+/// error, or when nothing ends it within 60 s.
+fn run_to_eos(pipeline: &gst::Element) -> Vec<gst::Message> {
+    let bus = pipeline.bus().unwrap();
+    let mut messages = Vec::new();
+    loop {
+        let message = bus
+            .timed_pop(gst::ClockTime::from_seconds(60))
+            .expect("EOS or an error within 60 s");
+        match message.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(err) => {
+                pipeline.set_state(gst::State::Null).unwrap();
+                panic!("{}: {:?}", err.error(), err.debug());
+            }
+            _ => messages.push(message),
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    messages
+}
+
+/// Warnings among `messages`, with their details.
+fn warnings_with_details(messages: &[gst::Message]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Warning(w) => Some(format!("{}: {:?}", w.error(), w.debug())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The sink and its sources: 5 s of H.264 video (30 fps, a keyframe a second) and
+/// AAC audio, written into `dir`, with `options` on the sink; `live` makes the
+/// sources run in real time.
+fn pipeline(dir: &Path, options: &str, live: bool) -> gst::Element {
     init();
     let at = |name: &str| dir.join(name).display().to_string();
-    let pipeline = gst::parse::launch(&format!(
+    gst::parse::launch(&format!(
         "streamcrypthlssink name=hls location={} playlist-location={} key-location={} {options} \
-         videotestsrc num-buffers={FRAMES} ! video/x-raw,width=320,height=240,framerate=30/1 \
+         videotestsrc is-live={live} num-buffers={FRAMES} \
+           ! video/x-raw,width=320,height=240,framerate=30/1 \
            ! openh264enc gop-size=30 ! h264parse ! hls.video \
-         audiotestsrc num-buffers=235 samplesperbuffer=1024 ! audio/x-raw,rate=48000 \
-           ! avenc_aac ! aacparse ! hls.audio",
+         audiotestsrc is-live={live} num-buffers=235 samplesperbuffer=1024 \
+           ! audio/x-raw,rate=48000 ! avenc_aac ! aacparse ! hls.audio",
         at("segment%05d.ts"),
         at("playlist.m3u8"),
         at("key%05d.key"),
     ))
-    .unwrap();
+    .unwrap()
+}
+
+/// Writes the stream through the sink into `dir`; the sink posts no warning on
+/// the way, segment boundaries included.
+fn produce(dir: &Path, options: &str) {
+    let pipeline = pipeline(dir, options, false);
     pipeline.set_state(gst::State::Playing).unwrap();
-    let message = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("EOS or an error");
-    pipeline.set_state(gst::State::Null).unwrap();
-    if let gst::MessageView::Error(err) = message.view() {
-        panic!("{}: {:?}", err.error(), err.debug());
-    }
+    let warnings = warnings_with_details(&run_to_eos(&pipeline));
+    assert!(warnings.is_empty(), "{warnings:#?}");
 }
 
 fn playlist(dir: &Path) -> m3u8_rs::MediaPlaylist {
@@ -203,14 +234,281 @@ fn a_fixed_key_is_used_and_never_readable() {
     assert!(!pspec.flags().contains(glib::ParamFlags::READABLE));
 }
 
-#[test]
-fn a_bad_key_is_an_error_at_start() {
-    init();
-    let sink = make("streamcrypthlssink key-rotation=2");
-    sink.set_property("key", "00112233445566778899aabbccddeeff");
+/// A sink with `options`, writing into `dir` unless the options say otherwise,
+/// and a bus to read its messages from.
+fn sink_in(dir: &Path, options: &str) -> (gst::Element, gst::Bus) {
+    let at = |name: &str| dir.join(name).display().to_string();
+    let sink = make(&format!(
+        "streamcrypthlssink location={} playlist-location={} key-location={} {options}",
+        at("segment%05d.ts"),
+        at("playlist.m3u8"),
+        at("key%05d.key"),
+    ));
     let bus = gst::Bus::new();
     sink.set_bus(Some(&bus));
-    assert!(sink.set_state(gst::State::Ready).is_err());
-    let err = first_error(&drain(&bus)).unwrap();
-    assert!(err.message().contains("leave `key` unset"), "{err}");
+    (sink, bus)
+}
+
+/// The error `sink` refuses to start with.
+fn start_error(sink: &gst::Element, bus: &gst::Bus) -> glib::Error {
+    assert!(
+        sink.set_state(gst::State::Paused).is_err(),
+        "the sink started"
+    );
+    let err = first_error(&drain(bus)).expect("an error message");
+    sink.set_state(gst::State::Null).unwrap();
+    err
+}
+
+fn assert_says(err: &glib::Error, parts: &[&str]) {
+    for part in parts {
+        assert!(err.message().contains(part), "{part:?} not in: {err}");
+    }
+}
+
+#[test]
+fn a_bad_key_is_an_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (options, says) in [
+        (
+            "key=00112233445566778899aabbccddeeff key-rotation=2",
+            &["leave `key` unset"][..],
+        ),
+        (
+            "key=zz112233445566778899aabbccddeeff",
+            &["key: the key is not hex", "16 bytes (32 hex digits)"][..],
+        ),
+        (
+            "key=0011",
+            &["key: HLS AES-128 needs a key of 16 bytes (32 hex digits); this key has 2 bytes"][..],
+        ),
+    ] {
+        let (sink, bus) = sink_in(dir.path(), options);
+        let err = start_error(&sink, &bus);
+        assert!(err.matches(gst::LibraryError::Settings), "{err}");
+        assert_says(&err, says);
+        assert!(
+            !err.message().contains("0011"),
+            "the key is not shown: {err}"
+        );
+    }
+    // Nothing was written: no random keys in its place.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn patterns_and_folders_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let missing = dir.path().join("missing");
+    let settings = |err: &glib::Error| err.matches(gst::LibraryError::Settings);
+    // Options, the error's domain and code, what its message says.
+    type Case = (String, fn(&glib::Error) -> bool, Vec<String>);
+    let cases: [Case; 7] = [
+        (
+            format!("key-rotation=2 key-location={}", at("the.key")),
+            settings,
+            vec![
+                format!("key-location=\"{}\"", at("the.key")),
+                "no %d".into(),
+                "key-rotation=2".into(),
+                "add one".into(),
+            ],
+        ),
+        (
+            format!("location={}", at("seg%d-%d.ts")),
+            settings,
+            vec![
+                format!("location=\"{}\"", at("seg%d-%d.ts")),
+                "second number".into(),
+            ],
+        ),
+        (
+            format!("location={}", at("seg%s.ts")),
+            settings,
+            vec!["`%s` is not an integer conversion".into()],
+        ),
+        (
+            format!("playlist-location={}", at("p%d.m3u8")),
+            settings,
+            vec![
+                "playlist-location=".into(),
+                "takes no number conversion".into(),
+            ],
+        ),
+        (
+            "key-uri=https://keys.example/%s".into(),
+            settings,
+            vec!["key-uri=\"https://keys.example/%s\"".into(), "`%s`".into()],
+        ),
+        (
+            format!("location={}/seg%d.ts", missing.display()),
+            |err| err.matches(gst::ResourceError::NotFound),
+            vec![format!("the folder {} does not exist", missing.display())],
+        ),
+        (
+            // sysfs refuses new files, even to root (as the tests may run).
+            "key-location=/sys/key%d.key".into(),
+            |err| err.matches(gst::ResourceError::OpenWrite),
+            vec![
+                "key-location=\"/sys/key%d.key\"".into(),
+                "/sys does not take new files".into(),
+            ],
+        ),
+    ];
+    for (options, in_domain, parts) in cases {
+        let (sink, bus) = sink_in(dir.path(), &options);
+        let err = start_error(&sink, &bus);
+        assert!(in_domain(&err), "{options}: {err}");
+        assert_says(&err, &parts.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn a_fixed_key_is_wiped_at_null_and_not_replaced_by_random_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, bus) = sink_in(dir.path(), "key=00112233445566778899aabbccddeeff");
+    sink.set_state(gst::State::Paused).unwrap();
+    // PAUSED -> READY -> PAUSED keeps it.
+    sink.set_state(gst::State::Ready).unwrap();
+    sink.set_state(gst::State::Paused).unwrap();
+    sink.set_state(gst::State::Null).unwrap();
+    assert!(first_error(&drain(&bus)).is_none());
+
+    let err = start_error(&sink, &bus);
+    assert!(err.matches(gst::LibraryError::Settings), "{err}");
+    assert_says(
+        &err,
+        &["wiped when the sink went to NULL", "set `key` again"],
+    );
+
+    sink.set_property("key", "00112233445566778899aabbccddeeff");
+    sink.set_state(gst::State::Paused).unwrap();
+    sink.set_state(gst::State::Null).unwrap();
+    // NULL asks for random keys.
+    sink.set_property("key", None::<&str>);
+    sink.set_state(gst::State::Paused).unwrap();
+    sink.set_state(gst::State::Null).unwrap();
+    assert!(first_error(&drain(&bus)).is_none());
+}
+
+#[test]
+fn settings_do_not_change_while_playing() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let pipeline = pipeline(dir.path(), "target-duration=1 key-rotation=2", true);
+    let sink = pipeline
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("hls")
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let (changed, state, _) = pipeline.state(gst::ClockTime::from_seconds(10));
+    assert_eq!(
+        (changed, state),
+        (Ok(gst::StateChangeSuccess::Success), gst::State::Playing)
+    );
+
+    let location = sink.property::<String>("location");
+    let new_location = elsewhere.path().join("s%d.ts").display().to_string();
+    sink.set_property("location", &new_location);
+    sink.set_property("target-duration", 7u32);
+    sink.set_property("key-rotation", 0u32);
+    sink.set_property("key", "00112233445566778899aabbccddeeff");
+    assert_eq!(sink.property::<String>("location"), location);
+    assert_eq!(sink.property::<u32>("target-duration"), 1);
+    assert_eq!(sink.property::<u32>("key-rotation"), 2);
+
+    let warnings = warnings_with_details(&run_to_eos(&pipeline));
+    for name in ["location", "target-duration", "key-rotation", "key"] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with(&format!("{name} cannot change while the sink runs"))),
+            "{name}: {warnings:#?}"
+        );
+    }
+    assert_eq!(warnings.len(), 4, "{warnings:#?}");
+    // The stream went on as it started: segments of 1 s where they were, keys
+    // rotating every 2, none of them the key set while playing.
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    let listed = playlist(dir.path());
+    assert!(listed.segments.len() >= 4, "{}", listed.segments.len());
+    assert_eq!(
+        listed.segments[2].key.as_ref().unwrap().uri.as_deref(),
+        Some("key00001.key")
+    );
+    let key = std::fs::read(dir.path().join("key00000.key")).unwrap();
+    assert_ne!(key, (0..16u8).map(|i| i * 0x11).collect::<Vec<_>>());
+    // Back in READY, they change.
+    sink.set_property("target-duration", 7u32);
+    assert_eq!(sink.property::<u32>("target-duration"), 7);
+}
+
+#[test]
+fn notify_handlers_may_read_the_sink_properties() {
+    use std::sync::{Arc, Mutex, mpsc};
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, _bus) = sink_in(dir.path(), "");
+    let splitmuxsink = sink
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .iterate_elements()
+        .into_iter()
+        .map(Result::unwrap)
+        .find(|e| e.factory().unwrap().name() == "splitmuxsink")
+        .unwrap();
+    // Handlers on the child and on the sink itself read the sink's properties.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    splitmuxsink.connect_notify(Some("max-size-time"), {
+        let (seen, sink) = (seen.clone(), sink.downgrade());
+        move |_, _| {
+            let sink = sink.upgrade().unwrap();
+            seen.lock()
+                .unwrap()
+                .push(sink.property::<u32>("target-duration"));
+        }
+    });
+    sink.connect_notify(Some("target-duration"), {
+        let seen = seen.clone();
+        move |sink, _| {
+            let _ = sink.property::<String>("location");
+            seen.lock()
+                .unwrap()
+                .push(sink.property::<u32>("target-duration"));
+        }
+    });
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn({
+        let sink = sink.clone();
+        move || {
+            sink.set_property("target-duration", 3u32);
+            sink.set_state(gst::State::Paused).unwrap();
+            done.send(()).unwrap();
+        }
+    });
+    finished
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("setting the property and starting return (a deadlock does not)");
+    assert_eq!(
+        splitmuxsink.property::<u64>("max-size-time"),
+        3 * gst::ClockTime::SECOND.nseconds()
+    );
+    assert_eq!(*seen.lock().unwrap(), [3, 3]);
+    sink.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn the_readme_example_is_the_one_the_tests_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = &readme[readme.find("## HLS with AES-128").unwrap()..];
+    let start = section.find("```sh\n").unwrap() + "```sh\n".len();
+    let example = section[start..][..section[start..].find("```").unwrap()].trim_end();
+    assert!(example.contains("is-live=true num-buffers="), "{example}");
+    let script = std::fs::read_to_string(root.join("pipelines/hls.sh")).unwrap();
+    assert!(
+        script.contains(example),
+        "pipelines/hls.sh does not run the README's example:\n{example}"
+    );
 }

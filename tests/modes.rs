@@ -7,33 +7,6 @@ mod common;
 use common::*;
 use gst::prelude::*;
 
-/// (mode, key length in bytes, carries a KID).
-const MODES: [(&str, usize, bool); 11] = [
-    ("aes-128-gcm", 16, true),
-    ("aes-256-gcm", 32, true),
-    ("aes-128-ctr-hmac-80", 16, true),
-    ("aes-128-ctr-hmac-64", 16, true),
-    ("aes-128-ctr-hmac-32", 16, true),
-    ("aes-192-gcm", 24, true),
-    ("sm4-gcm", 16, true),
-    ("sm4-ecb", 16, false),
-    ("qq-tea", 16, false),
-    ("aes-128-cbc", 16, false),
-    ("aes-256-cbc", 32, false),
-];
-
-fn key_of(len: usize, seed: u8) -> String {
-    (0..len)
-        .map(|i| {
-            format!(
-                "{:02x}",
-                seed.wrapping_mul(37)
-                    .wrapping_add((i as u8).wrapping_mul(11))
-            )
-        })
-        .collect()
-}
-
 fn pair(mode: &str, key: &str, kid: u64) -> (gst_check::Harness, gst_check::Harness) {
     let enc = make(&format!("streamencrypt mode={mode} key={key} key-id={kid}"));
     let dec = make(&format!(

@@ -132,6 +132,8 @@ struct Running {
     requests: RequestGate,
     /// Why the input seemed not to be encrypted, the last time it did.
     plaintext: Option<String>,
+    /// An error stopped the stream (`on-error=fail`): it said all there is.
+    failed: bool,
 }
 
 impl Running {
@@ -295,8 +297,8 @@ impl State {
         } else {
             Trust::Trusted
         };
-        running.requests.answered(kid);
         let live = running.live_key(kid, &text, trust)?;
+        running.requests.answered(kid);
         let keep = running.current_kid;
         if let Some(entry) = self.ring.get_mut(kid)
             && let Some(old) = &entry.live
@@ -430,14 +432,15 @@ impl StreamDecrypt {
         detail: String,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let on_error = self.settings.lock().unwrap().on_error();
+        let fatal = on_error == OnError::Fail && reason != DropReason::Replay;
         let warning = {
             let mut state = self.state.lock().unwrap();
             state.stats.count_drop(reason);
             let now = Instant::now();
-            state
-                .running
-                .as_mut()
-                .and_then(|running| running.warnings.allow(now))
+            state.running.as_mut().and_then(|running| {
+                running.failed |= fatal;
+                running.warnings.allow(now)
+            })
         };
         let error = match reason {
             DropReason::NoKey => gst::StreamError::DecryptNokey,
@@ -447,7 +450,7 @@ impl StreamDecrypt {
             // Duplicates are normal on UDP: counted, never fatal, not on the bus
             // until the summary at EOS.
             gst::debug!(CAT, imp = self, "dropped: {detail}");
-        } else if on_error == OnError::Fail {
+        } else if fatal {
             gst::element_imp_error!(self, error, ("{detail}"));
             if let Some(records) = self.records.lock().unwrap().as_mut() {
                 records.stop();
@@ -456,10 +459,7 @@ impl StreamDecrypt {
         } else if let Some(held_back) = warning {
             let since = match held_back {
                 0 => String::new(),
-                n => format!(
-                    "; {n} more were dropped since the previous warning, {} s ago",
-                    WARNING_INTERVAL.as_secs()
-                ),
+                n => format!("; {n} more were dropped since the previous warning"),
             };
             gst::element_imp_warning!(
                 self,
@@ -477,13 +477,15 @@ impl StreamDecrypt {
     /// at all could be decrypted, that is an error, not a stream that quietly
     /// ends empty.
     fn post_drop_summary(&self) {
-        let (stats, plaintext) = {
+        let (stats, plaintext, failed) = {
             let state = self.state.lock().unwrap();
-            let plaintext = state.running.as_ref().and_then(|r| r.plaintext.clone());
-            (state.stats.clone(), plaintext)
+            let running = state.running.as_ref();
+            let plaintext = running.and_then(|r| r.plaintext.clone());
+            let failed = running.is_some_and(|r| r.failed);
+            (state.stats.clone(), plaintext, failed)
         };
         let dropped = stats.dropped();
-        if dropped == 0 {
+        if dropped == 0 || failed {
             return;
         }
         let causes = stats.drops_by_cause();
@@ -779,11 +781,8 @@ impl ElementImpl for StreamDecrypt {
             gst::subclass::ElementMetadata::new(
                 "Stream decrypter",
                 "Filter/Decryptor",
-                "Authenticates and decrypts SFrames (RFC 9605), choosing the key by the \
-                 KID in each frame; drops what does not authenticate. Action signals \
-                 add-key(kid, hex), remove-key(kid), clear-keys(); signal \
-                 request-key(kid) asks the application for an unknown KID's key",
-                "streamcrypt developers",
+                "Authenticates and decrypts what streamencrypt encrypts, key by key id",
+                common::AUTHOR,
             )
         });
         Some(&*METADATA)
@@ -828,6 +827,7 @@ impl BaseTransformImpl for StreamDecrypt {
             warnings: WarningLimiter::default(),
             requests: RequestGate::default(),
             plaintext: None,
+            failed: false,
         };
         let mut state = self.state.lock().unwrap();
         state.ring.set_capacity(settings.max_keys as usize, None);
@@ -939,20 +939,12 @@ impl BaseTransformImpl for StreamDecrypt {
     }
 
     fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
-        if common::answer_scheduling(direction, query) {
-            return true;
-        }
-        // Byte positions of a decrypted byte stream do not map onto the
-        // encrypted one: downstream cannot seek in bytes through us.
-        if direction == gst::PadDirection::Src
-            && self.settings.lock().unwrap().keys.framing == Framing::Stream
-            && let gst::QueryViewMut::Seeking(seeking) = query.view_mut()
-            && seeking.format() == gst::Format::Bytes
-        {
-            seeking.set(false, gst::format::Bytes::ZERO, gst::format::Bytes::NONE);
-            return true;
-        }
-        BaseTransformImplExt::parent_query(self, direction, query)
+        // Records are read once, in order: downstream cannot seek in bytes.
+        let byte_stream = direction == gst::PadDirection::Src
+            && self.settings.lock().unwrap().keys.framing == Framing::Stream;
+        common::answer_scheduling(direction, query)
+            || (byte_stream && common::refuse_byte_seeking(query))
+            || BaseTransformImplExt::parent_query(self, direction, query)
     }
 
     fn src_event(&self, event: gst::Event) -> bool {
@@ -975,9 +967,7 @@ impl BaseTransformImpl for StreamDecrypt {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        self.parent_set_caps(incaps, outcaps)?;
-        self.input.set_negotiated(true);
-        Ok(())
+        common::set_caps(self, &self.input, incaps, outcaps)
     }
 
     fn submit_input_buffer(
@@ -993,10 +983,7 @@ impl BaseTransformImpl for StreamDecrypt {
             records.push(&map);
             return Ok(gst::FlowSuccess::Ok);
         }
-        match self.input.submit(inbuf) {
-            Some(inbuf) => self.parent_submit_input_buffer(is_discont, inbuf),
-            None => Ok(gst::FlowSuccess::Ok),
-        }
+        common::submit_input_buffer(self, &self.input, is_discont, inbuf)
     }
 
     fn generate_output(
@@ -1077,14 +1064,6 @@ impl BaseTransformImpl for StreamDecrypt {
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
         let format = self.count_input(buf.size())?;
         let pts = buf.pts();
-        // What the buffer starts with, for the error message if decrypting it
-        // fails (which may overwrite it).
-        let head = common::with_readable(buf, |data| {
-            let mut head = [0u8; sniff::SIGNATURE_LEN];
-            let len = data.len().min(head.len());
-            head[..len].copy_from_slice(&data[..len]);
-            (head, len)
-        })?;
         let opened = match format {
             Format::Sframe(suite) => self.open_sframe_in_place(suite, buf),
             _ if format.decrypts_in_place() => {
@@ -1101,10 +1080,7 @@ impl BaseTransformImpl for StreamDecrypt {
                 self.count_output(kid, len, pts);
                 Ok(gst::FlowSuccess::Ok)
             }
-            Err(rejection) => {
-                let detail = self.explain(rejection.1, || sniff::signature_hint(&head.0[..head.1]));
-                self.reject(rejection.0, detail)
-            }
+            Err((reason, detail)) => self.reject(reason, detail),
         }
     }
 
@@ -1134,6 +1110,19 @@ fn no_key_opens(tried: usize, len: usize) -> Rejection {
              (wrong key, or corrupt data)"
         ),
     )
+}
+
+/// For a buffer that failed as an SFrame: when it is the header of our own
+/// byte stream, say that the framings differ.
+fn stream_header_rejection(input: &[u8]) -> Option<Rejection> {
+    input.starts_with(&crate::framing::MAGIC).then(|| {
+        (
+            DropReason::Malformed,
+            "this is the header of a byte stream written with framing=stream: set \
+             framing=stream here too"
+                .into(),
+        )
+    })
 }
 
 /// A record taken out of the byte stream, with where it was.
@@ -1203,20 +1192,22 @@ impl StreamDecrypt {
         gst::debug!(CAT, imp = self, "flushed: replay windows reset");
     }
 
-    /// `detail`, or, when the input looks like plaintext (as `hint` says, or the
-    /// bytes say), a message saying so instead; the hint is kept for the summary
-    /// at EOS.
-    fn explain(&self, detail: String, hint: impl FnOnce() -> Option<String>) -> String {
+    /// `rejection`, or, when `hint` says the input looks like plaintext, one
+    /// that says so; the hint is kept for the summary at EOS. `hint` is only
+    /// asked when the buffer was rejected.
+    fn explain(&self, rejection: Rejection, hint: impl FnOnce() -> Option<String>) -> Rejection {
+        let (reason, detail) = rejection;
         let Some(hint) = hint() else {
-            return detail;
+            return (reason, detail);
         };
         if let Some(running) = self.state.lock().unwrap().running.as_mut() {
             running.plaintext = Some(hint.clone());
         }
-        format!(
+        let detail = format!(
             "the input does not look encrypted: it looks like {hint} ({detail}). Is the \
              encrypter missing upstream, or does it use another mode or framing?"
-        )
+        );
+        (reason, detail)
     }
 
     /// Decrypts one record of a byte stream into a new buffer; `None` when it was
@@ -1242,7 +1233,6 @@ impl StreamDecrypt {
                 Ok(Some(outbuf))
             }
             Err((reason, detail)) => {
-                let detail = self.explain(detail, || sniff::plaintext_hint(input));
                 let detail = format!(
                     "record {} at byte {} ({} bytes): {detail}",
                     record.index,
@@ -1339,7 +1329,10 @@ impl StreamDecrypt {
         open_in_place(buffer, |data| {
             let (key, header) = self.sframe_key_for(suite, data)?;
             let sframe = key.key.sframe().expect("SFrame key");
-            self.sframe_opened(&key, header, sframe.decrypt_in_place(data))
+            let prefix = sniff::Prefix::of(data);
+            let opened = sframe.decrypt_in_place(data);
+            self.sframe_opened(&key, header, opened)
+                .map_err(|rejection| self.explain(rejection, || prefix.hint()))
         })
     }
 
@@ -1351,8 +1344,11 @@ impl StreamDecrypt {
         input: &[u8],
     ) -> Result<(Arc<LiveKey>, Header), Rejection> {
         let not_an_sframe = |detail: String| {
-            let detail = self.explain(detail, || sniff::plaintext_hint(input));
-            (DropReason::Malformed, detail)
+            stream_header_rejection(input).unwrap_or_else(|| {
+                self.explain((DropReason::Malformed, detail), || {
+                    sniff::plaintext_hint(input)
+                })
+            })
         };
         let header = match ParsedFrame::parse(input) {
             Ok(frame) if frame.plaintext_len(suite).is_some() => frame.header,
@@ -1373,7 +1369,10 @@ impl StreamDecrypt {
                 // is, and ask nobody for that key.
                 if let Some(hint) = sniff::plaintext_hint(input) {
                     let detail = format!("its first bytes read as KID {kid}, which has no key");
-                    return Err((DropReason::Malformed, self.explain(detail, || Some(hint))));
+                    return Err(self.explain((DropReason::Malformed, detail), || Some(hint)));
+                }
+                if let Some(rejection) = stream_header_rejection(input) {
+                    return Err(rejection);
                 }
                 self.request_key(kid).map_err(|held| {
                     let why = match held {
@@ -1474,11 +1473,13 @@ impl StreamDecrypt {
     /// `open_by_trial` where the ciphertext lies; returns the KID and where the
     /// plaintext is.
     fn open_by_trial_in_place(&self, data: &mut [u8]) -> Result<(u64, Range<usize>), Rejection> {
+        let prefix = sniff::Prefix::of(data);
         self.by_trial(data.len(), |decoder, keys| {
             decoder
                 .decrypt_in_place(keys, data)
                 .expect("called only for formats that decrypt in place")
         })
+        .map_err(|rejection| self.explain(rejection, || prefix.hint()))
     }
 
     /// Runs `decrypt` on a buffer of `len` bytes with the streaming thread's
@@ -1511,7 +1512,9 @@ impl StreamDecrypt {
         let mut kid = 0;
         let opened = common::with_readable(buffer, |input| {
             common::new_memory(max_len, |output| {
-                let (opened_kid, len) = self.open_by_trial(input, output)?;
+                let (opened_kid, len) = self.open_by_trial(input, output).map_err(|rejection| {
+                    self.explain(rejection, || sniff::plaintext_hint(input))
+                })?;
                 kid = opened_kid;
                 Ok(len)
             })

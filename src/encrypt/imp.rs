@@ -543,11 +543,8 @@ impl ElementImpl for StreamEncrypt {
             gst::subclass::ElementMetadata::new(
                 "Stream encrypter",
                 "Filter/Encryptor",
-                "Encrypts each buffer: authenticated as one SFrame (RFC 9605), or in the \
-                 format of SM4-ECB, QQ TEA or aesenc. Action signal set-key(kid, key) \
-                 switches key and KID together at the next buffer, from any thread, while \
-                 playing",
-                "streamcrypt developers",
+                "Encrypts buffers or byte streams (SFrame, SM4, QQ TEA, aesenc's AES-CBC)",
+                common::AUTHOR,
             )
         });
         Some(&*METADATA)
@@ -651,10 +648,8 @@ impl BaseTransformImpl for StreamEncrypt {
         // muxers so, and they write a streamable output instead of seeking back.
         if direction == gst::PadDirection::Sink
             && self.pending.lock().unwrap().framing == Framing::Stream
-            && let gst::QueryViewMut::Seeking(seeking) = query.view_mut()
-            && seeking.format() == gst::Format::Bytes
+            && common::refuse_byte_seeking(query)
         {
-            seeking.set(false, gst::format::Bytes::ZERO, gst::format::Bytes::NONE);
             return true;
         }
         BaseTransformImplExt::parent_query(self, direction, query)
@@ -707,9 +702,7 @@ impl BaseTransformImpl for StreamEncrypt {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        self.parent_set_caps(incaps, outcaps)?;
-        self.input.set_negotiated(true);
-        Ok(())
+        common::set_caps(self, &self.input, incaps, outcaps)
     }
 
     fn submit_input_buffer(
@@ -717,10 +710,7 @@ impl BaseTransformImpl for StreamEncrypt {
         is_discont: bool,
         inbuf: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        match self.input.submit(inbuf) {
-            Some(inbuf) => self.parent_submit_input_buffer(is_discont, inbuf),
-            None => Ok(gst::FlowSuccess::Ok),
-        }
+        common::submit_input_buffer(self, &self.input, is_discont, inbuf)
     }
 
     fn generate_output(

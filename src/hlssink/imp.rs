@@ -4,14 +4,14 @@
 //! written with its key file and the playlist by `crate::hls::HlsWriter`.
 
 use std::collections::VecDeque;
-use std::sync::{LazyLock, Mutex};
+use std::io::Write;
+use std::sync::{Arc, LazyLock, Mutex};
 
-use gio::prelude::*;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::hls::{HlsSettings, HlsWriter};
+use crate::hls::{self, HlsError, HlsErrorKind, HlsSettings, HlsWriter};
 use crate::keys::SecretKey;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -24,34 +24,87 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 const DEFAULT_SEND_KEYFRAME_REQUESTS: bool = true;
 
+/// The `key` property.
+enum FixedKey {
+    /// Unset (or set to NULL): a fresh random key for each key period.
+    Random,
+    Set(SecretKey),
+    /// Refused when set: why (never the key). Starting is refused too.
+    Refused(HlsError),
+    /// Set, then wiped when the sink went to NULL. Starting again needs `key`
+    /// set again (or set to NULL for random keys): a restart never switches to
+    /// random keys behind the application's back.
+    Wiped,
+}
+
 struct Settings {
+    /// All but the key, which is in `key`.
     hls: HlsSettings,
+    key: FixedKey,
     send_keyframe_requests: bool,
+    /// From READY->PAUSED to PAUSED->READY the settings are in use and do not
+    /// change (GStreamer leaves the mutability flags to the element).
+    in_use: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             hls: HlsSettings::default(),
+            key: FixedKey::Random,
             send_keyframe_requests: DEFAULT_SEND_KEYFRAME_REQUESTS,
+            in_use: false,
         }
+    }
+}
+
+impl Settings {
+    /// The writer's settings, key included, or why the sink cannot start.
+    fn for_writer(&self) -> Result<HlsSettings, HlsError> {
+        let key = match &self.key {
+            FixedKey::Random => None,
+            FixedKey::Set(key) => Some(key.clone()),
+            FixedKey::Refused(err) => {
+                return Err(HlsError::settings(format!(
+                    "{err}. Set a valid `key`, or set it to NULL for random keys"
+                )));
+            }
+            FixedKey::Wiped => {
+                return Err(HlsError::settings(
+                    "key: the key set earlier was wiped when the sink went to NULL; set `key` \
+                     again before starting, or set it to NULL for random keys",
+                ));
+            }
+        };
+        Ok(HlsSettings {
+            key,
+            ..self.hls.clone()
+        })
+    }
+}
+
+/// The bytes of one segment as the muxer writes them. giostreamsink owns the GIO
+/// stream around them (it flushes the stream when it stops, and nobody needs to
+/// close it); the element owns the bytes and takes them when the segment is done.
+#[derive(Clone, Default)]
+struct SegmentBytes(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SegmentBytes {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 /// A segment being written by the muxer, in memory.
 struct Fragment {
-    stream: MemoryStream,
+    bytes: SegmentBytes,
     start: Option<gst::ClockTime>,
 }
-
-/// The memory stream giostreamsink writes a fragment into.
-struct MemoryStream(gio::MemoryOutputStream);
-
-// SAFETY: GIO streams may move between threads; they must not be used from two
-// threads at once. giostreamsink writes to this one between `open_fragment` and
-// the fragment-closed message (the muxer's EOS has gone through it by then); we
-// touch it only under `fragments`' lock, at creation and after that message.
-unsafe impl Send for MemoryStream {}
 
 pub struct StreamCryptHlsSink {
     settings: Mutex<Settings>,
@@ -63,14 +116,72 @@ pub struct StreamCryptHlsSink {
 }
 
 impl StreamCryptHlsSink {
-    /// splitmuxsink asks where the next fragment goes: into a fresh memory stream.
+    /// Posts `err` in the GStreamer error domain its kind belongs to.
+    fn post_error(&self, err: &HlsError) {
+        match err.kind {
+            HlsErrorKind::Settings => {
+                gst::element_imp_error!(self, gst::LibraryError::Settings, ("{err}"))
+            }
+            HlsErrorKind::NotFound => {
+                gst::element_imp_error!(self, gst::ResourceError::NotFound, ("{err}"))
+            }
+            HlsErrorKind::OpenWrite => {
+                gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{err}"))
+            }
+            HlsErrorKind::Write => {
+                gst::element_imp_error!(self, gst::ResourceError::Write, ("{err}"))
+            }
+            HlsErrorKind::NoRandomness => {
+                gst::element_imp_error!(self, gst::LibraryError::Failed, ("{err}"))
+            }
+        }
+    }
+
+    /// READY->PAUSED: checks the settings and the folders, makes the writer and
+    /// hands splitmuxsink its share of the settings. The settings lock is not held
+    /// while children's properties are set or messages posted: handlers of their
+    /// notifications and of the bus may read this sink's properties.
+    fn start(&self) -> Result<(), gst::StateChangeError> {
+        let (writer_settings, max_size_time, send_keyframe_requests) = {
+            let mut settings = self.settings.lock().unwrap();
+            settings.in_use = true;
+            (
+                settings.for_writer(),
+                settings.hls.target_duration as u64 * gst::ClockTime::SECOND.nseconds(),
+                settings.send_keyframe_requests,
+            )
+        };
+        match writer_settings.and_then(HlsWriter::new) {
+            Ok(writer) => *self.writer.lock().unwrap() = Some(writer),
+            Err(err) => {
+                self.settings.lock().unwrap().in_use = false;
+                self.post_error(&err);
+                return Err(gst::StateChangeError);
+            }
+        }
+        self.splitmuxsink
+            .set_property("max-size-time", max_size_time);
+        self.splitmuxsink
+            .set_property("send-keyframe-requests", send_keyframe_requests);
+        Ok(())
+    }
+
+    /// PAUSED->READY: the writer goes with its keys; settings may change again.
+    fn stop(&self) {
+        *self.writer.lock().unwrap() = None;
+        self.fragments.lock().unwrap().clear();
+        self.settings.lock().unwrap().in_use = false;
+    }
+
+    /// splitmuxsink asks where the next fragment goes: into fresh memory.
     fn open_fragment(&self) {
-        let stream = gio::MemoryOutputStream::new_resizable();
+        let bytes = SegmentBytes::default();
+        let stream = gio::WriteOutputStream::new(bytes.clone());
         self.giostreamsink.set_property("stream", &stream);
-        self.fragments.lock().unwrap().push_back(Fragment {
-            stream: MemoryStream(stream),
-            start: None,
-        });
+        self.fragments
+            .lock()
+            .unwrap()
+            .push_back(Fragment { bytes, start: None });
     }
 
     fn fragment_opened(&self, running_time: Option<gst::ClockTime>) {
@@ -80,7 +191,8 @@ impl StreamCryptHlsSink {
         }
     }
 
-    /// A fragment is complete: encrypt and write it, then the playlist.
+    /// A fragment is complete (the muxer's EOS has gone through giostreamsink):
+    /// encrypt and write it, then the playlist.
     fn fragment_closed(&self, running_time: Option<gst::ClockTime>) {
         let Some(fragment) = self.fragments.lock().unwrap().pop_front() else {
             gst::element_imp_error!(
@@ -90,11 +202,7 @@ impl StreamCryptHlsSink {
             );
             return;
         };
-        let stream = &fragment.stream.0;
-        if let Err(err) = stream.close(gio::Cancellable::NONE) {
-            gst::warning!(CAT, imp = self, "closing the segment buffer: {err}");
-        }
-        let data = stream.steal_as_bytes();
+        let data = std::mem::take(&mut *fragment.bytes.0.lock().unwrap());
         let duration = match (fragment.start, running_time) {
             (Some(start), Some(end)) => end.saturating_sub(start).nseconds() as f64 / 1e9,
             _ => self.settings.lock().unwrap().hls.target_duration as f64,
@@ -111,11 +219,7 @@ impl StreamCryptHlsSink {
                 path.display(),
                 data.len()
             ),
-            Err(err) => gst::element_imp_error!(
-                self,
-                gst::ResourceError::Write,
-                ("Cannot write the HLS segment or playlist: {err}")
-            ),
+            Err(err) => self.post_error(&err),
         }
     }
 
@@ -125,11 +229,7 @@ impl StreamCryptHlsSink {
             None => return,
         };
         if let Err(err) = finished {
-            gst::element_imp_error!(
-                self,
-                gst::ResourceError::Write,
-                ("Cannot write the final HLS playlist: {err}")
-            );
+            self.post_error(&err);
         }
     }
 }
@@ -150,17 +250,13 @@ impl ObjectSubclass for StreamCryptHlsSink {
         let muxer = gst::ElementFactory::make("mpegtsmux")
             .build()
             .expect("mpegtsmux (gst-plugins-bad)");
-        let settings = Settings::default();
+        // max-size-time and send-keyframe-requests are set at start, from the
+        // settings.
         splitmuxsink.set_property("muxer", &muxer);
         splitmuxsink.set_property("sink", &giostreamsink);
         splitmuxsink.set_property("reset-muxer", false);
-        splitmuxsink.set_property(
-            "max-size-time",
-            settings.hls.target_duration as u64 * gst::ClockTime::SECOND.nseconds(),
-        );
-        splitmuxsink.set_property("send-keyframe-requests", settings.send_keyframe_requests);
         Self {
-            settings: Mutex::new(settings),
+            settings: Mutex::new(Settings::default()),
             writer: Mutex::new(None),
             fragments: Mutex::new(VecDeque::new()),
             splitmuxsink,
@@ -176,13 +272,16 @@ impl ObjectImpl for StreamCryptHlsSink {
             vec![
                 glib::ParamSpecString::builder("location")
                     .nick("Segment location")
-                    .blurb("Segment file names, with one %d for the segment number (as hlssink2)")
+                    .blurb(
+                        "Segment file names, with one %d (or %05d, %u...) for the segment \
+                         number, %% for a literal % (as hlssink2)",
+                    )
                     .default_value(Some(defaults.location.as_str()))
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("playlist-location")
                     .nick("Playlist location")
-                    .blurb("The playlist file (as hlssink2)")
+                    .blurb("The playlist file (as hlssink2): a fixed name, without %d")
                     .default_value(Some(defaults.playlist_location.as_str()))
                     .mutable_ready()
                     .build(),
@@ -223,7 +322,7 @@ impl ObjectImpl for StreamCryptHlsSink {
                     .nick("Key location")
                     .blurb(
                         "Key files (16 raw bytes, mode 0600), with one %d for the key \
-                         number",
+                         number (needed with key-rotation)",
                     )
                     .default_value(Some(defaults.key_location.as_str()))
                     .mutable_ready()
@@ -231,8 +330,9 @@ impl ObjectImpl for StreamCryptHlsSink {
                 glib::ParamSpecString::builder("key-uri")
                     .nick("Key URI")
                     .blurb(
-                        "URI of the key in #EXT-X-KEY, with an optional %d for the key \
-                         number; unset: the key file's name after playlist-root",
+                        "URI of the key in #EXT-X-KEY, with one %d for the key number \
+                         (needed with key-rotation; %% for a literal %); unset: the key \
+                         file's name after playlist-root",
                     )
                     .mutable_ready()
                     .build(),
@@ -245,7 +345,9 @@ impl ObjectImpl for StreamCryptHlsSink {
                 glib::ParamSpecString::builder("key")
                     .nick("Key")
                     .blurb(
-                        "AES-128 key in hex (16 bytes), write-only; unset: a fresh random \
+                        "AES-128 key in hex (16 bytes), write-only; a bad key stops the \
+                         sink from starting. Wiped when the sink goes to NULL: set it again \
+                         before a restart (or NULL for random keys). Unset: a fresh random \
                          key (the usual choice)",
                     )
                     .write_only()
@@ -266,43 +368,50 @@ impl ObjectImpl for StreamCryptHlsSink {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let name = pspec.name();
         let mut settings = self.settings.lock().unwrap();
+        if settings.in_use {
+            drop(settings);
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Settings,
+                ("{name} cannot change while the sink runs (PAUSED or PLAYING): the value \
+                     in use stays; set it in the NULL or READY state")
+            );
+            return;
+        }
         let text = || value.get::<Option<String>>().expect("type checked");
-        match pspec.name() {
+        match name {
             "location" => settings.hls.location = text().unwrap_or_default(),
             "playlist-location" => settings.hls.playlist_location = text().unwrap_or_default(),
             "playlist-root" => settings.hls.playlist_root = text(),
-            "target-duration" => {
-                settings.hls.target_duration = value.get().expect("type checked");
-                self.splitmuxsink.set_property(
-                    "max-size-time",
-                    settings.hls.target_duration as u64 * gst::ClockTime::SECOND.nseconds(),
-                );
-            }
+            "target-duration" => settings.hls.target_duration = value.get().expect("type checked"),
             "playlist-length" => settings.hls.playlist_length = value.get().expect("type checked"),
             "max-files" => settings.hls.max_files = value.get().expect("type checked"),
             "key-location" => settings.hls.key_location = text().unwrap_or_default(),
             "key-uri" => settings.hls.key_uri = text(),
             "key-rotation" => settings.hls.key_rotation = value.get().expect("type checked"),
             "key" => {
-                settings.hls.key = match text().as_deref().map(SecretKey::from_hex) {
-                    Some(Ok(key)) => Some(key),
-                    Some(Err(err)) => {
-                        drop(settings);
-                        gst::element_imp_warning!(
-                            self,
-                            gst::LibraryError::Settings,
-                            ("key refused: {err}; random keys will be used")
-                        );
-                        return;
-                    }
-                    None => None,
+                // Read where GLib holds it, without a copy of ours; the old key
+                // is wiped as it is replaced.
+                let hex = value.get::<Option<&str>>().expect("type checked");
+                settings.key = match hex.map(hls::parse_key) {
+                    None => FixedKey::Random,
+                    Some(Ok(key)) => FixedKey::Set(key),
+                    Some(Err(err)) => FixedKey::Refused(err),
                 };
+                if let FixedKey::Refused(err) = &settings.key {
+                    let message = err.message.clone();
+                    drop(settings);
+                    gst::element_imp_warning!(
+                        self,
+                        gst::LibraryError::Settings,
+                        ("{message}; the sink will not start until `key` is valid or NULL")
+                    );
+                }
             }
             "send-keyframe-requests" => {
-                settings.send_keyframe_requests = value.get().expect("type checked");
-                self.splitmuxsink
-                    .set_property("send-keyframe-requests", settings.send_keyframe_requests);
+                settings.send_keyframe_requests = value.get().expect("type checked")
             }
             other => unreachable!("no property {other}"),
         }
@@ -355,10 +464,8 @@ impl ElementImpl for StreamCryptHlsSink {
             gst::subclass::ElementMetadata::new(
                 "HLS sink with AES-128 encryption",
                 "Sink/Muxer",
-                "HTTP Live Streaming with standard AES-128 encryption: MPEG-TS segments cut \
-                 on keyframes, each AES-128-CBC with its own IV, key files, and an \
-                 #EXT-X-KEY playlist (live or VOD)",
-                "streamcrypt developers",
+                "HTTP Live Streaming with AES-128 encrypted segments",
+                crate::common::AUTHOR,
             )
         });
         Some(&*METADATA)
@@ -421,21 +528,21 @@ impl ElementImpl for StreamCryptHlsSink {
         &self,
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
-        if transition == gst::StateChange::NullToReady {
-            let settings = self.settings.lock().unwrap().hls.clone();
-            match HlsWriter::new(settings) {
-                Ok(writer) => *self.writer.lock().unwrap() = Some(writer),
-                Err(err) => {
-                    gst::element_imp_error!(self, gst::LibraryError::Settings, ("{err}"));
-                    return Err(gst::StateChangeError);
-                }
-            }
+        if transition == gst::StateChange::ReadyToPaused {
+            self.start()?;
         }
         let result = self.parent_change_state(transition);
-        if transition == gst::StateChange::ReadyToNull {
-            // Wipes the keys.
-            *self.writer.lock().unwrap() = None;
-            self.fragments.lock().unwrap().clear();
+        match transition {
+            gst::StateChange::ReadyToPaused if result.is_err() => self.stop(),
+            gst::StateChange::PausedToReady => self.stop(),
+            gst::StateChange::ReadyToNull => {
+                // A fixed key is wiped here (zeroized as it drops).
+                let mut settings = self.settings.lock().unwrap();
+                if matches!(settings.key, FixedKey::Set(_)) {
+                    settings.key = FixedKey::Wiped;
+                }
+            }
+            _ => {}
         }
         result
     }

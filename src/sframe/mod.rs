@@ -48,7 +48,7 @@ impl std::fmt::Display for FrameError {
             ),
             FrameError::Authentication => write!(
                 f,
-                "authentication failed (wrong key, or the frame was altered or truncated)"
+                "authentication failed (wrong key or mode, or the frame was altered or truncated)"
             ),
             FrameError::OutputTooSmall { needed, got } => {
                 write!(f, "output buffer of {got} bytes, {needed} needed")

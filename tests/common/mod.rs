@@ -3,11 +3,41 @@
 #![allow(dead_code)]
 
 use gst::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Once;
 
 pub const KEY_A: &str = "000102030405060708090a0b0c0d0e0f";
 pub const KEY_B: &str = "f0e0d0c0b0a090807060504030201000";
 pub const KEY_256: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// (mode, key length in bytes, carries a KID).
+pub const MODES: [(&str, usize, bool); 11] = [
+    ("aes-128-gcm", 16, true),
+    ("aes-256-gcm", 32, true),
+    ("aes-128-ctr-hmac-80", 16, true),
+    ("aes-128-ctr-hmac-64", 16, true),
+    ("aes-128-ctr-hmac-32", 16, true),
+    ("aes-192-gcm", 24, true),
+    ("sm4-gcm", 16, true),
+    ("sm4-ecb", 16, false),
+    ("qq-tea", 16, false),
+    ("aes-128-cbc", 16, false),
+    ("aes-256-cbc", 32, false),
+];
+
+/// A key of `len` bytes in hex, different for each `seed`.
+pub fn key_of(len: usize, seed: u8) -> String {
+    (0..len)
+        .map(|i| {
+            format!(
+                "{:02x}",
+                seed.wrapping_mul(37)
+                    .wrapping_add((i as u8).wrapping_mul(11))
+            )
+        })
+        .collect()
+}
 
 pub fn init() {
     static INIT: Once = Once::new();
@@ -199,6 +229,33 @@ impl AppPipeline {
             panic!("pipeline error: {err}");
         }
     }
+}
+
+/// A directory holding only the plugin this test binary was built with. `cargo test`
+/// builds the cdylib into target/<profile>/deps (next to this binary) but, unlike
+/// `cargo build`, does not copy it up to target/<profile>; deps/ also holds
+/// proc-macro libraries that GStreamer must not try to load.
+pub fn plugin_dir(scratch: &Path) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let built = exe.parent().unwrap().join("libgststreamcrypt.so");
+    assert!(built.exists(), "{} not built", built.display());
+    let dir = scratch.join("plugin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("libgststreamcrypt.so");
+    if !link.exists() {
+        std::os::unix::fs::symlink(&built, &link).unwrap();
+    }
+    dir
+}
+
+/// A command that sees only the freshly built plugin, with a registry of its own.
+pub fn gst_command(program: &str, scratch: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env("GST_PLUGIN_PATH", plugin_dir(scratch))
+        .env("GST_REGISTRY", scratch.join("registry.bin"))
+        .env_remove("GST_DEBUG");
+    command
 }
 
 // Bounded waits for pipelines with streaming threads of their own: a pipeline
