@@ -675,7 +675,8 @@ fn a_key_removed_while_its_frames_wait_in_a_queue() {
 fn keys_removed_and_added_back_while_frames_flow() {
     // remove-key and add-key for the key in use, over and over from another
     // thread, while frames flow: each frame decrypts or is dropped for want of
-    // its key, in order; none comes out garbled.
+    // its key, in order; none comes out garbled. Then, the key left in place,
+    // every frame decrypts.
     let key = key_for("remove-race", 1);
     let chain = Chain::new(
         &format!("streamencrypt key={key} key-id=1"),
@@ -695,31 +696,38 @@ fn keys_removed_and_added_back_while_frames_flow() {
             }
         })
     };
-    for i in 0..600 {
+    const RACING: u64 = 600;
+    for i in 0..RACING {
         chain.push(i..i + 1);
         if i % 50 == 49 {
             chain.wait_decrypter_done(i + 1);
         }
     }
-    chain.wait_decrypter_done(600);
+    chain.wait_decrypter_done(RACING);
     done.store(true, Ordering::SeqCst);
     toggler.join().unwrap();
     assert!(toggles.load(Ordering::SeqCst) > 0);
+    let racing = counts(&chain.dec);
+    chain.push(RACING..RACING + 50);
     let dec = chain.dec.clone();
     let (out, _) = chain.finish();
-    let c = counts(&dec);
-    assert_eq!((c.auth, c.malformed, c.replay), (0, 0, 0), "{c:?}");
-    assert_eq!(c.buffers_in, 600);
-    assert_eq!(c.buffers_out + c.no_key, 600, "{c:?}");
-    assert_eq!(out.len() as u64, c.buffers_out);
-    // Each one out is a frame as it went in, in order.
-    let mut next = 0;
-    for buffer in &out {
-        let i = buffer.offset() - 1000;
-        assert!(i >= next, "buffer {i} out of order");
+    assert_eq!(
+        (racing.auth, racing.malformed, racing.replay),
+        (0, 0, 0),
+        "{racing:?}"
+    );
+    assert_eq!(racing.buffers_out + racing.no_key, RACING, "{racing:?}");
+    assert_eq!(counts(&dec).buffers_out, racing.buffers_out + 50);
+    // Each one out is a frame as it went in, in order, and the last 50 all.
+    let indices: Vec<u64> = out.iter().map(|buffer| buffer.offset() - 1000).collect();
+    assert!(
+        indices.windows(2).all(|pair| pair[0] < pair[1]),
+        "{indices:?}"
+    );
+    for (buffer, &i) in out.iter().zip(&indices) {
         assert_is_media_buffer(buffer, i);
-        next = i + 1;
     }
+    assert_eq!(indices[indices.len() - 50..], range(RACING..RACING + 50));
 }
 
 // ---------------------------------------------------------------------------
@@ -1227,7 +1235,8 @@ fn state_cycles_while_keys_rotate(framing: &str, clear_keys_on_stop: bool) {
                 assert!(dec.emit_by_name::<bool>("add-key", &[&kid, &key(kid)]));
                 assert!(enc.emit_by_name::<bool>("set-key", &[&kid, &key(kid)]));
                 *current = kid;
-                drop(current);
+                // Counted before anyone can see the new KID: a cycle that
+                // waits for a rotation past it then pushes enough for another.
                 since = encrypted.load(Ordering::SeqCst);
             }
         })
