@@ -15,6 +15,7 @@ pub mod hlssink;
 pub mod key_requests;
 pub mod keyring;
 pub mod keys;
+pub mod livekit;
 pub mod mode;
 pub mod sframe;
 pub mod sniff;

@@ -1,0 +1,327 @@
+// SPDX-License-Identifier: MPL-2.0
+//! LiveKit's end-to-end encryption frames (livekit-client's `FrameCryptor`,
+//! libwebrtc's `FrameCryptorTransformer`): codec-aware frames that payloaders,
+//! SFUs and browsers still read.
+//!
+//! ```text
+//! clear header | AES-GCM ciphertext | tag (16) | IV (12) | 12 | key index
+//!               \_________ escaped for H.264/H.265 (emulation prevention) _________/
+//! ```
+//!
+//! The clear header is what receivers and SFUs need of the codec: VP8's frame
+//! tag (10 bytes on key frames, 3 on delta frames), audio's first byte (Opus's
+//! TOC), nothing of VP9, and for H.264/H.265 everything up to the first slice NAL
+//! unit and two bytes of it, with parameter sets, SEI and AUD left readable. The
+//! clear header is the AEAD's associated data. No GStreamer in here.
+
+pub mod keys;
+pub mod nalu;
+
+use std::borrow::Cow;
+
+use crate::cipher::{Aead, CipherError, NONCE_LEN};
+
+/// Bytes of the IV, as the trailer announces it.
+pub const IV_LEN: usize = NONCE_LEN;
+pub const TAG_LEN: usize = 16;
+/// IV length byte and key index.
+const TRAILER_LEN: usize = 2;
+/// What a frame grows by, before H.264/H.265 escaping.
+pub const OVERHEAD: usize = TAG_LEN + IV_LEN + TRAILER_LEN;
+
+/// The codec of the frames, as the frame format tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaCodec {
+    Vp8,
+    Vp9,
+    H264,
+    H265,
+    /// Any audio codec (Opus in WebRTC): one clear byte.
+    Audio,
+}
+
+/// Why caps do not name a codec this format takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedCaps(pub String);
+
+impl std::fmt::Display for UnsupportedCaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl MediaCodec {
+    /// The codec of caps named `name`, H.264/H.265 in `stream_format`.
+    pub fn from_caps(name: &str, stream_format: Option<&str>) -> Result<Self, UnsupportedCaps> {
+        let annex_b = |codec, format_name: &str| match stream_format {
+            Some("byte-stream") | None => Ok(codec),
+            Some(other) => Err(UnsupportedCaps(format!(
+                "{name}, stream-format={other}: LiveKit's frames carry {format_name} in Annex B \
+                 form; convert it first (`h264parse ! video/x-h264,stream-format=byte-stream`, \
+                 or h265parse likewise)"
+            ))),
+        };
+        match name {
+            "video/x-vp8" => Ok(MediaCodec::Vp8),
+            "video/x-vp9" => Ok(MediaCodec::Vp9),
+            "video/x-h264" => annex_b(MediaCodec::H264, "H.264"),
+            "video/x-h265" => annex_b(MediaCodec::H265, "H.265"),
+            audio if audio.starts_with("audio/") => Ok(MediaCodec::Audio),
+            other => Err(UnsupportedCaps(format!(
+                "caps {other}: mode=livekit encrypts VP8, VP9, H.264, H.265 or audio frames"
+            ))),
+        }
+    }
+}
+
+/// How a frame splits into its clear header and the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Bytes of the frame left clear (before start-code normalization).
+    pub clear: usize,
+    /// H.264/H.265 with a slice: the header's start codes are made long and the
+    /// rest is escaped.
+    pub nal_units: bool,
+}
+
+impl Layout {
+    /// The layout of `frame`, a key frame or not (for VP8 its own frame tag
+    /// says, as receivers read it). H.264/H.265 access units without a slice
+    /// NAL unit are laid out as VP8 frames are, as the reference does.
+    pub fn of(codec: MediaCodec, frame: &[u8], keyframe: bool) -> Self {
+        let by_frame_type = |keyframe| if keyframe { 10 } else { 3 };
+        let (clear, nal_units) = match codec {
+            MediaCodec::Audio => (1, false),
+            MediaCodec::Vp9 => (0, false),
+            // Bit 0 of the frame tag is 0 on key frames.
+            MediaCodec::Vp8 => (
+                by_frame_type(frame.first().is_some_and(|b| b & 1 == 0)),
+                false,
+            ),
+            MediaCodec::H264 | MediaCodec::H265 => match nalu::first_slice(codec, frame) {
+                Some(slice) => (slice + 2, true),
+                None => (by_frame_type(keyframe), false),
+            },
+        };
+        Self {
+            clear: clear.min(frame.len()),
+            nal_units,
+        }
+    }
+}
+
+/// Encrypts `frame` under `key` (its key index `key_index`) with `iv`, which
+/// must never repeat under the key.
+pub fn seal(
+    key: &Aead,
+    key_index: u8,
+    iv: &[u8; IV_LEN],
+    layout: Layout,
+    frame: &[u8],
+) -> Result<Vec<u8>, CipherError> {
+    let (clear, payload) = frame.split_at(layout.clear);
+    let header: Cow<[u8]> = if layout.nal_units {
+        nalu::with_long_start_codes(clear).into()
+    } else {
+        clear.into()
+    };
+    let mut body = Vec::with_capacity(payload.len() + OVERHEAD);
+    body.extend_from_slice(payload);
+    body.resize(payload.len() + TAG_LEN, 0);
+    let (text, tag) = body.split_at_mut(payload.len());
+    key.seal_in_place(iv, &header, text, tag)?;
+    body.extend_from_slice(iv);
+    body.extend_from_slice(&[IV_LEN as u8, key_index]);
+    let mut out = Vec::with_capacity(header.len() + body.len() + body.len() / 64);
+    out.extend_from_slice(&header);
+    if layout.nal_units {
+        nalu::escape_into(&body, &mut out);
+    } else {
+        out.extend_from_slice(&body);
+    }
+    Ok(out)
+}
+
+/// Why a frame could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// Too short for its trailer, or a trailer that is not the format's.
+    Malformed(&'static str),
+    /// Wrong key, or the frame was altered.
+    Authentication,
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Malformed(why) => write!(f, "not a LiveKit-encrypted frame: {why}"),
+            OpenError::Authentication => write!(
+                f,
+                "authentication failed (wrong key, key index or ratchet, or the frame was \
+                 altered or truncated)"
+            ),
+        }
+    }
+}
+
+/// An encrypted frame taken apart, ready to be opened with one key or several.
+#[derive(Debug)]
+pub struct SealedFrame<'a> {
+    header: &'a [u8],
+    /// Ciphertext and tag (unescaped).
+    sealed: Cow<'a, [u8]>,
+    pub iv: [u8; IV_LEN],
+    pub key_index: u8,
+}
+
+impl<'a> SealedFrame<'a> {
+    /// Takes `frame` apart, laid out as `layout` says (computed on `frame` as
+    /// received, whose header a sender normalized).
+    pub fn parse(frame: &'a [u8], layout: Layout) -> Result<Self, OpenError> {
+        let (header, rest) = frame.split_at(layout.clear);
+        let rest: Cow<[u8]> = if layout.nal_units && nalu::is_escaped(rest) {
+            nalu::unescape(rest).into()
+        } else {
+            rest.into()
+        };
+        let Some((&key_index, rest_without_index)) = rest.split_last() else {
+            return Err(OpenError::Malformed("no trailer"));
+        };
+        let Some((&iv_len, before_len)) = rest_without_index.split_last() else {
+            return Err(OpenError::Malformed("no trailer"));
+        };
+        if iv_len as usize != IV_LEN {
+            return Err(OpenError::Malformed("its IV length byte is not 12"));
+        }
+        let Some(sealed_len) = before_len.len().checked_sub(IV_LEN) else {
+            return Err(OpenError::Malformed("too short for its IV"));
+        };
+        if sealed_len < TAG_LEN {
+            return Err(OpenError::Malformed("too short for its tag"));
+        }
+        let iv = before_len[sealed_len..].try_into().expect("IV_LEN bytes");
+        let sealed = match rest {
+            Cow::Borrowed(rest) => Cow::Borrowed(&rest[..sealed_len]),
+            Cow::Owned(mut rest) => {
+                rest.truncate(sealed_len);
+                Cow::Owned(rest)
+            }
+        };
+        Ok(Self {
+            header,
+            sealed,
+            iv,
+            key_index,
+        })
+    }
+
+    /// The frame's plaintext (its clear header first) if `key` opens it.
+    pub fn open(&self, key: &Aead) -> Result<Vec<u8>, OpenError> {
+        let mut out = Vec::with_capacity(self.header.len() + self.sealed.len());
+        out.extend_from_slice(self.header);
+        out.extend_from_slice(&self.sealed);
+        let len = key
+            .open_in_place(&self.iv, self.header, &mut out[self.header.len()..])
+            .map_err(|_| OpenError::Authentication)?;
+        out.truncate(self.header.len() + len);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cipher::GcmCipher;
+
+    fn key(byte: u8) -> Aead {
+        Aead::gcm(GcmCipher::Aes, &[byte; 16])
+    }
+
+    fn round_trip(codec: MediaCodec, frame: &[u8], keyframe: bool) -> (Vec<u8>, Layout) {
+        let layout = Layout::of(codec, frame, keyframe);
+        let iv = [9u8; IV_LEN];
+        let sealed = seal(&key(1), 3, &iv, layout, frame).unwrap();
+        let received = Layout::of(codec, &sealed, keyframe);
+        let parsed = SealedFrame::parse(&sealed, received).unwrap();
+        assert_eq!((parsed.key_index, parsed.iv), (3, iv));
+        assert_eq!(parsed.open(&key(2)), Err(OpenError::Authentication));
+        (parsed.open(&key(1)).unwrap(), layout)
+    }
+
+    #[test]
+    fn vp8_keeps_its_frame_tag_clear() {
+        let mut keyframe = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+        keyframe.extend([0x55; 100]);
+        let (opened, layout) = round_trip(MediaCodec::Vp8, &keyframe, true);
+        assert_eq!(layout.clear, 10);
+        assert_eq!(opened, keyframe);
+        let delta = [0x31, 0x04, 0x00, 1, 2, 3, 4, 5];
+        let (opened, layout) = round_trip(MediaCodec::Vp8, &delta, false);
+        assert_eq!(layout.clear, 3);
+        assert_eq!(opened, delta);
+    }
+
+    #[test]
+    fn the_layout_follows_the_codec() {
+        assert_eq!(Layout::of(MediaCodec::Audio, &[0xfc, 1, 2], false).clear, 1);
+        assert_eq!(Layout::of(MediaCodec::Vp9, &[0x82, 1, 2], true).clear, 0);
+        // A too short frame keeps what it has clear.
+        assert_eq!(Layout::of(MediaCodec::Vp8, &[0x10, 2], true).clear, 2);
+        // H.264 without a slice: as VP8, by frame type, and not escaped.
+        let sps = [0, 0, 0, 1, 0x67, 0x42, 0xc0];
+        assert_eq!(
+            Layout::of(MediaCodec::H264, &sps, true),
+            Layout {
+                clear: 7,
+                nal_units: false
+            }
+        );
+    }
+
+    #[test]
+    fn h264_escapes_and_normalizes() {
+        // SPS with a short start code, then an IDR slice.
+        let mut frame = vec![0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x65, 0x88];
+        frame.extend([0, 0, 0, 0, 1, 2, 3, 0, 0, 0]);
+        let (opened, layout) = round_trip(MediaCodec::H264, &frame, true);
+        assert_eq!(
+            layout,
+            Layout {
+                clear: 10,
+                nal_units: true
+            }
+        );
+        // The clear header comes back with long start codes.
+        let mut expected = vec![0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x65, 0x88];
+        expected.extend(&frame[10..]);
+        assert_eq!(opened, expected);
+    }
+
+    #[test]
+    fn malformed_frames_are_named() {
+        let layout = Layout {
+            clear: 0,
+            nal_units: false,
+        };
+        for (frame, why) in [
+            (&[][..], "no trailer"),
+            (&[5][..], "no trailer"),
+            (&[1, 2, 3, 11, 0][..], "its IV length byte is not 12"),
+            (
+                &[0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 0][..],
+                "too short for its IV",
+            ),
+        ] {
+            assert_eq!(
+                SealedFrame::parse(frame, layout).unwrap_err(),
+                OpenError::Malformed(why)
+            );
+        }
+        let mut short = vec![0u8; 15 + IV_LEN];
+        short.extend([12, 0]);
+        assert_eq!(
+            SealedFrame::parse(&short, layout).unwrap_err(),
+            OpenError::Malformed("too short for its tag")
+        );
+    }
+}

@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: MPL-2.0
+//! What LiveKit's frame encryption reads of H.264 and H.265 access units in
+//! Annex B form: where the first slice NAL unit starts, start codes in the clear
+//! header made 4 bytes long, and the emulation-prevention escaping that keeps
+//! start codes out of the encrypted part.
+//!
+//! Every rule here is the reference's (livekit-client's worker, checked against
+//! it byte for byte by the interop tests), including its edge cases: a start code
+//! in the last three bytes is not one, and bytes before the first start code make
+//! the frame unparsable.
+
+use super::MediaCodec;
+
+/// Offsets just after each start code (`00 00 01`, or `00 00 00 01`), that is
+/// where each NAL unit's header is; `None` when non-zero bytes come before the
+/// first start code.
+fn nal_unit_starts(data: &[u8]) -> Option<Vec<usize>> {
+    // As the reference scans: a start code must begin before the last 3 bytes.
+    let search_end = data.len().saturating_sub(3);
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at < search_end {
+        if data[at] == 0 && data[at + 1] == 0 && data[at + 2] == 1 {
+            if starts.is_empty() && data[..at].iter().any(|&b| b != 0) {
+                return None;
+            }
+            at += 3;
+            starts.push(at);
+        } else {
+            at += 1;
+        }
+    }
+    if starts.is_empty() && data.iter().any(|&b| b != 0) {
+        return None;
+    }
+    Some(starts)
+}
+
+fn is_slice(codec: MediaCodec, header: u8) -> bool {
+    match codec {
+        // Non-IDR and IDR slices.
+        MediaCodec::H264 => matches!(header & 0x1f, 1 | 5),
+        // Slice segments: trailing, TSA, STSA, RADL, RASL, BLA, IDR, CRA.
+        MediaCodec::H265 => matches!((header >> 1) & 0x3f, 0..=9 | 16..=21),
+        _ => false,
+    }
+}
+
+/// Where the first slice NAL unit's header is, if the access unit has one.
+pub fn first_slice(codec: MediaCodec, data: &[u8]) -> Option<usize> {
+    nal_unit_starts(data)?.into_iter().find(|&start| {
+        data.get(start)
+            .is_some_and(|&header| is_slice(codec, header))
+    })
+}
+
+/// `header` with every 3-byte start code made a 4-byte one (a leading `00`
+/// added), as the receiving depacketizer rebuilds them: what the sender
+/// authenticates and sends.
+pub fn with_long_start_codes(header: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header.len() + 4);
+    for (at, &byte) in header.iter().enumerate() {
+        let short_start_code =
+            header[at..].starts_with(&[0, 0, 1]) && (at == 0 || header[at - 1] != 0);
+        if short_start_code {
+            out.push(0);
+        }
+        out.push(byte);
+    }
+    out
+}
+
+/// Appends `data` to `out` with emulation prevention: a `03` goes before every
+/// byte of 3 or less that follows two zeros, so that no start code appears.
+pub fn escape_into(data: &[u8], out: &mut Vec<u8>) {
+    let mut zeros = 0;
+    for &byte in data {
+        if byte <= 3 && zeros >= 2 {
+            out.push(3);
+            zeros = 0;
+        }
+        out.push(byte);
+        zeros = if byte == 0 { zeros + 1 } else { 0 };
+    }
+}
+
+/// Undoes `escape_into` as the reference does: the `03` of every `00 00 03` goes.
+pub fn unescape(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut at = 0;
+    while at < data.len() {
+        if data.len() - at >= 3 && data[at] == 0 && data[at + 1] == 0 && data[at + 2] == 3 {
+            out.extend_from_slice(&[0, 0]);
+            at += 3;
+        } else {
+            out.push(data[at]);
+            at += 1;
+        }
+    }
+    out
+}
+
+/// Whether `data` holds an escaped sequence, `00 00 03`.
+pub fn is_escaped(data: &[u8]) -> bool {
+    data.windows(3).any(|w| w == [0, 0, 3])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::XorShift;
+
+    const SPS: &[u8] = &[0x67, 0x42, 0xc0, 0x1e, 0xd9];
+    const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
+    const IDR: &[u8] = &[0x65, 0x88, 0x84, 0x00, 0x33, 0xff];
+
+    fn annex_b(units: &[(&[u8], bool)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (unit, long) in units {
+            if *long {
+                out.push(0);
+            }
+            out.extend_from_slice(&[0, 0, 1]);
+            out.extend_from_slice(unit);
+        }
+        out
+    }
+
+    #[test]
+    fn the_first_slice_is_found_after_parameter_sets() {
+        let au = annex_b(&[(SPS, true), (PPS, true), (IDR, true)]);
+        // 4 + 5 + 4 + 4 + 4 = 21: the IDR's header byte.
+        assert_eq!(first_slice(MediaCodec::H264, &au), Some(21));
+        let au = annex_b(&[(PPS, false), (IDR, false)]);
+        assert_eq!(first_slice(MediaCodec::H264, &au), Some(10));
+        // Parameter sets only: no slice.
+        let au = annex_b(&[(SPS, true), (PPS, true)]);
+        assert_eq!(first_slice(MediaCodec::H264, &au), None);
+        // Bytes before the first start code: not an Annex B access unit.
+        let mut au = vec![7];
+        au.extend(annex_b(&[(IDR, true)]));
+        assert_eq!(first_slice(MediaCodec::H264, &au), None);
+        // H.265: VPS (32), then an IDR_W_RADL slice (19).
+        let vps = [0x40, 0x01, 0x0c];
+        let idr = [0x26, 0x01, 0xaf, 0x09];
+        let au = annex_b(&[(&vps, true), (&idr, true)]);
+        assert_eq!(first_slice(MediaCodec::H265, &au), Some(11));
+        assert_eq!(first_slice(MediaCodec::H264, &au), None);
+    }
+
+    #[test]
+    fn a_start_code_in_the_last_three_bytes_is_none() {
+        let mut au = annex_b(&[(SPS, true)]);
+        au.extend_from_slice(&[0, 0, 1]);
+        assert_eq!(nal_unit_starts(&au), Some(vec![4]));
+    }
+
+    #[test]
+    fn short_start_codes_are_made_long() {
+        let header = annex_b(&[(SPS, false), (PPS, true), (&IDR[..2], false)]);
+        let long = with_long_start_codes(&header);
+        assert_eq!(
+            long,
+            annex_b(&[(SPS, true), (PPS, true), (&IDR[..2], true)])
+        );
+        assert_eq!(
+            with_long_start_codes(&long),
+            long,
+            "long ones stay as they are"
+        );
+    }
+
+    #[test]
+    fn escaping_keeps_start_codes_out_and_comes_back() {
+        let mut escaped = Vec::new();
+        escape_into(&[0, 0, 1, 0, 0, 0, 0, 0, 3, 7, 0, 0], &mut escaped);
+        assert_eq!(escaped, [0, 0, 3, 1, 0, 0, 3, 0, 0, 3, 0, 3, 7, 0, 0]);
+        let mut rng = XorShift(77);
+        for len in [0, 1, 2, 3, 4, 17, 100, 1000] {
+            for _ in 0..200 {
+                // Many zeros, so that escapes happen.
+                let data: Vec<u8> = (0..len)
+                    .map(|_| [0, 0, 0, 1, 2, 3, 4, 0xff][rng.below(8)])
+                    .collect();
+                let mut escaped = Vec::new();
+                escape_into(&data, &mut escaped);
+                assert!(
+                    !escaped
+                        .windows(3)
+                        .any(|w| w[0] == 0 && w[1] == 0 && w[2] <= 2),
+                    "a start code or 00 00 0x slipped through"
+                );
+                assert_eq!(unescape(&escaped), data);
+            }
+        }
+    }
+}
