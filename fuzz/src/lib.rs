@@ -5,6 +5,7 @@
 //! (`src/bin/seed_corpus.rs`), so the two cannot drift apart.
 
 pub mod key_errors;
+pub mod livekit;
 pub mod records;
 pub mod sframe_keys;
 pub mod trial;

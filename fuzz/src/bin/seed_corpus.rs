@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Writes the seed corpus of every fuzz target from what the tests use: the RFC
 //! 9605 and private-suite vectors, frames and buffers the encoders produce for each
-//! suite and format, record streams, and key files.
+//! suite and format, record streams, key files, and LiveKit frames of each codec.
 //!
 //! Usage: `seed_corpus TESTS_DATA_DIR CORPUS_DIR` (scripts/fuzz.sh runs it); each
 //! target's seeds go to `CORPUS_DIR/<target>/seed-<n>`.
@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use streamcrypt::codec::{Encoder, Format, ReadyKey};
 use streamcrypt::framing::{length_prefix, stream_header};
+use streamcrypt::livekit::{Layout, MediaCodec, seal as livekit_seal};
 use streamcrypt::sframe::{CipherSuite, SframeKey};
+use streamcrypt_fuzz::livekit;
 use streamcrypt_fuzz::records::{RecordInput, TAKE_THE_REST};
 use streamcrypt_fuzz::sframe_keys::{keys as sframe_keys, open_input, own_base_key, selector};
 use streamcrypt_fuzz::trial::{self, key_bytes, keys as trial_keys};
@@ -225,6 +227,43 @@ fn key_seeds(corpus: &mut Corpus) {
     corpus.write("key_text", texts.map(String::into_bytes));
 }
 
+/// LiveKit frames of each codec as a sender has them and as a receiver gets them.
+fn livekit_seeds(corpus: &mut Corpus) {
+    let mut vp8_key = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+    vp8_key.extend([0x55; 40]);
+    let vp8_delta = vec![0x31, 0x04, 0x00, 1, 2, 3, 4, 5];
+    // H.264: SPS with a short start code, then an IDR slice with bytes to escape.
+    let mut h264 = vec![0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x65, 0x88];
+    h264.extend([0, 0, 0, 0, 1, 2, 3, 0, 0, 0]);
+    // H.265: VPS, then an IDR_W_RADL slice segment.
+    let mut h265 = vec![0, 0, 0, 1, 0x40, 0x01, 0x0c, 0, 0, 1, 0x26, 0x01, 0xaf];
+    h265.extend([0, 0, 3, 1, 0x80, 0, 0]);
+    let opus = vec![0xfc, 0xff, 0xfe, 1, 2, 3];
+    let frames = [
+        (MediaCodec::Vp8, true, vp8_key),
+        (MediaCodec::Vp8, false, vp8_delta),
+        (MediaCodec::Vp9, true, vec![0x82, 0x49, 0x83, 0x42, 0, 1, 2]),
+        (MediaCodec::H264, true, h264.clone()),
+        (MediaCodec::H264, false, h264[..7].to_vec()),
+        (MediaCodec::H265, true, h265),
+        (MediaCodec::Audio, false, opus),
+    ];
+    let mut seeds = Vec::new();
+    for (codec, keyframe, frame) in frames {
+        let layout = Layout::of(codec, &frame, keyframe);
+        let sealed = livekit_seal(
+            &livekit::KEYS[0],
+            livekit::KEY_INDEX,
+            &livekit::IV,
+            layout,
+            &frame,
+        );
+        seeds.push(livekit::input(codec, keyframe, &frame));
+        seeds.push(livekit::input(codec, keyframe, &sealed.unwrap()));
+    }
+    corpus.write("livekit_frame", seeds);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, data_dir, corpus_dir] = &args[..] else {
@@ -239,5 +278,6 @@ fn main() {
     record_seeds(&mut corpus);
     compat_seeds(&mut corpus);
     key_seeds(&mut corpus);
+    livekit_seeds(&mut corpus);
     println!("seed_corpus: {} seeds in {corpus_dir}", corpus.written);
 }
