@@ -11,7 +11,10 @@ use streamcrypt_fuzz::key_errors::{self, MODE, PATH, formats};
 /// Hex as the README describes keys: either case, surrounding whitespace ignored.
 fn reference_hex(text: &str) -> Option<Vec<u8>> {
     let digits = text.trim().as_bytes();
-    if digits.is_empty() || digits.len() % 2 != 0 || !digits.iter().all(u8::is_ascii_hexdigit) {
+    if digits.is_empty()
+        || !digits.len().is_multiple_of(2)
+        || !digits.iter().all(u8::is_ascii_hexdigit)
+    {
         return None;
     }
     let value = |d: u8| (d as char).to_digit(16).unwrap() as u8;

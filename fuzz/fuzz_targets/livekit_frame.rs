@@ -21,10 +21,10 @@ fuzz_target!(|data: &[u8]| {
     // As received.
     let layout = Layout::of(codec, frame, keyframe);
     assert!(layout.clear <= frame.len());
-    if let Ok(parsed) = SealedFrame::parse(frame, layout) {
-        if let Err(error) = parsed.open(key) {
-            let _ = error.to_string();
-        }
+    if let Ok(parsed) = SealedFrame::parse(frame, layout)
+        && let Err(error) = parsed.open(key)
+    {
+        let _ = error.to_string();
     }
 
     // As sent.

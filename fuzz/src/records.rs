@@ -59,10 +59,15 @@ impl<'a> RecordInput<'a> {
     }
 }
 
-/// The records of `stream` read in one piece, each with the stream offset of its
-/// length field, and how it ends: `Ok` at a record boundary, or the error the
-/// reader must give.
-pub fn reference_parse(code: u16, stream: &[u8]) -> (Vec<(u64, &[u8])>, Result<(), StreamError>) {
+/// A record's stream offset (of its length field) and bytes.
+pub type PlacedRecord<'a> = (u64, &'a [u8]);
+
+/// The records of `stream` read in one piece, and how it ends: `Ok` at a record
+/// boundary, or the error the reader must give.
+pub fn reference_parse(
+    code: u16,
+    stream: &[u8],
+) -> (Vec<PlacedRecord<'_>>, Result<(), StreamError>) {
     let mut records = Vec::new();
     let len = stream.len();
     let truncated = |missing| StreamError::Truncated {
