@@ -77,7 +77,9 @@ impl MediaCodec {
 /// How a frame splits into its clear header and the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
-    /// Bytes of the frame left clear (before start-code normalization).
+    /// Bytes of the frame left clear (before start-code normalization). A
+    /// frame shorter than this cannot be sent in this format: a receiver would
+    /// take more bytes for the header than the sender authenticated.
     pub clear: usize,
     /// H.264/H.265 with a slice: the header's start codes are made long and the
     /// rest is escaped.
@@ -103,23 +105,51 @@ impl Layout {
                 None => (by_frame_type(keyframe), false),
             },
         };
-        Self {
-            clear: clear.min(frame.len()),
-            nal_units,
+        Self { clear, nal_units }
+    }
+}
+
+/// Why a frame could not be sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealError {
+    /// Shorter than the clear header its codec keeps (a VP8 key frame under 10
+    /// bytes): no receiver could find where its ciphertext starts.
+    ShorterThanHeader {
+        len: usize,
+        clear: usize,
+    },
+    Cipher(CipherError),
+}
+
+impl std::fmt::Display for SealError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SealError::ShorterThanHeader { len, clear } => write!(
+                f,
+                "a {len}-byte frame is shorter than the {clear} bytes its codec keeps clear"
+            ),
+            SealError::Cipher(_) => write!(f, "the frame is too large for AES-GCM"),
         }
     }
 }
 
 /// Encrypts `frame` under `key` (its key index `key_index`) with `iv`, which
-/// must never repeat under the key.
+/// must never repeat under the key. Empty frames are not for this: they go as
+/// they are, as the reference sends them.
 pub fn seal(
     key: &Aead,
     key_index: u8,
     iv: &[u8; IV_LEN],
     layout: Layout,
     frame: &[u8],
-) -> Result<Vec<u8>, CipherError> {
-    let (clear, payload) = frame.split_at(layout.clear);
+) -> Result<Vec<u8>, SealError> {
+    let Some(payload) = frame.get(layout.clear..) else {
+        return Err(SealError::ShorterThanHeader {
+            len: frame.len(),
+            clear: layout.clear,
+        });
+    };
+    let clear = &frame[..layout.clear];
     let header: Cow<[u8]> = if layout.nal_units {
         nalu::with_long_start_codes(clear).into()
     } else {
@@ -129,7 +159,8 @@ pub fn seal(
     body.extend_from_slice(payload);
     body.resize(payload.len() + TAG_LEN, 0);
     let (text, tag) = body.split_at_mut(payload.len());
-    key.seal_in_place(iv, &header, text, tag)?;
+    key.seal_in_place(iv, &header, text, tag)
+        .map_err(SealError::Cipher)?;
     body.extend_from_slice(iv);
     body.extend_from_slice(&[IV_LEN as u8, key_index]);
     let mut out = Vec::with_capacity(header.len() + body.len() + body.len() / 64);
@@ -178,6 +209,9 @@ impl<'a> SealedFrame<'a> {
     /// Takes `frame` apart, laid out as `layout` says (computed on `frame` as
     /// received, whose header a sender normalized).
     pub fn parse(frame: &'a [u8], layout: Layout) -> Result<Self, OpenError> {
+        if frame.len() < layout.clear {
+            return Err(OpenError::Malformed("shorter than its clear header"));
+        }
         let (header, rest) = frame.split_at(layout.clear);
         let rest: Cow<[u8]> = if layout.nal_units && nalu::is_escaped(rest) {
             nalu::unescape(rest).into()
@@ -265,14 +299,27 @@ mod tests {
     fn the_layout_follows_the_codec() {
         assert_eq!(Layout::of(MediaCodec::Audio, &[0xfc, 1, 2], false).clear, 1);
         assert_eq!(Layout::of(MediaCodec::Vp9, &[0x82, 1, 2], true).clear, 0);
-        // A too short frame keeps what it has clear.
-        assert_eq!(Layout::of(MediaCodec::Vp8, &[0x10, 2], true).clear, 2);
+        // A frame shorter than its clear header cannot be sent or received.
+        let short = [0x10, 2, 0, 0x9d];
+        let layout = Layout::of(MediaCodec::Vp8, &short, true);
+        assert_eq!(layout.clear, 10);
+        assert_eq!(
+            seal(&key(1), 0, &[0; IV_LEN], layout, &short),
+            Err(SealError::ShorterThanHeader { len: 4, clear: 10 })
+        );
+        assert_eq!(
+            SealedFrame::parse(&short, layout).unwrap_err(),
+            OpenError::Malformed("shorter than its clear header")
+        );
+        // A frame that is all header comes back.
+        let (opened, _) = round_trip(MediaCodec::Audio, &[0xfc], false);
+        assert_eq!(opened, [0xfc]);
         // H.264 without a slice: as VP8, by frame type, and not escaped.
         let sps = [0, 0, 0, 1, 0x67, 0x42, 0xc0];
         assert_eq!(
             Layout::of(MediaCodec::H264, &sps, true),
             Layout {
-                clear: 7,
+                clear: 10,
                 nal_units: false
             }
         );
