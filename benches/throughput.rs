@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
-use gststreamcrypt::codec::{Encoder, Format, ReadyKey, TrialDecoder};
 use gststreamcrypt::compat::aes_cbc::CbcOptions;
+use gststreamcrypt::format::{Encoder, Format, ReadyKey, TrialDecoder};
 use gststreamcrypt::keys::KeyText;
 use gststreamcrypt::mode::Mode;
 use gststreamcrypt::sframe::ParsedFrame;

@@ -10,8 +10,8 @@ use gst::glib;
 use gst::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use crate::codec::Format;
 use crate::compat::aes_cbc::CbcOptions;
+use crate::format::Format;
 use crate::keys::{KeyError, KeyFile, KeyText, SecretKey};
 use crate::mode::{Framing, Mode};
 

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! The format code is the SFrame suite's IANA value, or 0xFF00 + n for the formats
-//! without a KID (see [`crate::codec::Format::stream_code`]). A record holds what
+//! without a KID (see [`crate::format::Format::stream_code`]). A record holds what
 //! the element would have sent as one buffer with `framing=buffer`.
 
 use std::fmt;

@@ -4,11 +4,11 @@
 use gst::glib;
 
 pub mod cipher;
-pub mod codec;
 mod common;
 pub mod compat;
 pub mod decrypt;
 pub mod encrypt;
+pub mod format;
 pub mod framing;
 pub mod hls;
 pub mod hlssink;

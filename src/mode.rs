@@ -3,8 +3,8 @@
 
 use glib::prelude::*;
 
-use crate::codec::Format;
 use crate::compat::aes_cbc::CbcOptions;
+use crate::format::Format;
 use crate::keys::{KeyError, KeyText, SecretKey};
 use crate::sframe::CipherSuite;
 

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
-use streamcrypt::codec::Format;
+use streamcrypt::format::Format;
 use streamcrypt::keys::{KeyError, KeyText, parse_key_file};
 use streamcrypt::sframe::CipherSuite;
 

@@ -10,9 +10,9 @@
 
 use std::sync::LazyLock;
 
-use streamcrypt::codec::{Format, ReadyKey, TrialDecoder};
 use streamcrypt::compat::Invalid;
 use streamcrypt::compat::aes_cbc::CbcOptions;
+use streamcrypt::format::{Format, ReadyKey, TrialDecoder};
 use streamcrypt::keys::SecretKey;
 
 /// The formats, by selector byte (modulo their number).

@@ -18,9 +18,9 @@ use smallvec::SmallVec;
 use zeroize::Zeroizing;
 
 use super::OnError;
-use crate::codec::{Format, ReadyKey, TrialDecoder};
 use crate::common::{self, CaplessInput, KeySettings, KeyedElement};
 use crate::compat::Invalid;
+use crate::format::{Format, ReadyKey, TrialDecoder};
 use crate::framing::{Record, RecordReader, StreamError};
 use crate::key_requests::{self, Held, RequestGate};
 use crate::keyring::{KeyRing, Trust};

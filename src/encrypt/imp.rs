@@ -12,8 +12,8 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use crate::codec::{Encoder, EncryptError, Format, ReadyKey};
 use crate::common::{self, CaplessInput, KeySettings, KeyedElement};
+use crate::format::{Encoder, EncryptError, Format, ReadyKey};
 use crate::framing;
 use crate::keys::{KeyError, KeyText, read_key_file};
 use crate::mode::Framing;

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use streamcrypt::codec::{Encoder, Format, ReadyKey};
+use streamcrypt::format::{Encoder, Format, ReadyKey};
 use streamcrypt::framing::{length_prefix, stream_header};
 use streamcrypt::livekit::{Layout, MediaCodec, seal as livekit_seal};
 use streamcrypt::sframe::{CipherSuite, SframeKey};
@@ -176,7 +176,7 @@ fn record_seeds(corpus: &mut Corpus) {
 }
 
 /// For each compatibility format: streams the encoder makes under one key, as
-/// ciphertext for `trial_decoder` and as plaintext for `codec_round_trip`, with
+/// ciphertext for `trial_decoder` and as plaintext for `format_round_trip`, with
 /// decoders holding one to four keys.
 fn compat_seeds(corpus: &mut Corpus) {
     let key_sets: [&[usize]; 4] = [&[0], &[1, 0], &[0, 2, 1], &[3, 2, 1, 0]];
@@ -200,7 +200,7 @@ fn compat_seeds(corpus: &mut Corpus) {
         }
     }
     corpus.write("trial_decoder", trial_seeds);
-    corpus.write("codec_round_trip", round_trip_seeds);
+    corpus.write("format_round_trip", round_trip_seeds);
 }
 
 /// Key files and key text as the tests and the README write them.

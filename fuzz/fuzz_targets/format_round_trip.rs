@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
-//! `codec::Encoder` then `codec::TrialDecoder` for every compatibility format:
+//! `format::Encoder` then `format::TrialDecoder` for every compatibility format:
 //! the decoder holding the encoder's key alone gives back every buffer (for
 //! aesenc's unpadded stream, the whole stream), and the decoders holding 1 to 4
 //! keys follow the trial rules. Input: format selector, key count, key indices,
@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use streamcrypt::codec::Encoder;
+use streamcrypt::format::Encoder;
 use streamcrypt_fuzz::trial::{TrialCheck, format, keys};
 use streamcrypt_fuzz::{Input, buffers};
 
