@@ -13,6 +13,7 @@ use gst_base::subclass::prelude::*;
 use crate::compat::aes_cbc::CbcOptions;
 use crate::format::Format;
 use crate::keys::{KeyError, KeyFile, KeyText, SecretKey};
+use crate::livekit::{self, MediaCodec, UnsupportedCaps, keys::KeyParams};
 use crate::mode::{Framing, Mode};
 
 /// The elements' author, as gst-inspect-1.0 shows it: the maintainers and
@@ -133,6 +134,44 @@ pub fn cbc_properties() -> Vec<glib::ParamSpec> {
     ]
 }
 
+/// The properties of `mode=livekit` both elements have: LiveKit's passphrase,
+/// ratchet salt and key size.
+pub fn livekit_properties() -> Vec<glib::ParamSpec> {
+    vec![
+        glib::ParamSpecString::builder("passphrase")
+            .nick("Passphrase")
+            .blurb(
+                "mode=livekit: a passphrase instead of a key (PBKDF2-SHA256, 100,000 \
+                 iterations, salt ratchet-salt), as LiveKit's clients join a room's \
+                 end-to-end encryption; write-only. Of key, key-file and passphrase, the \
+                 one set last is used",
+            )
+            .write_only()
+            .mutable_playing()
+            .build(),
+        glib::ParamSpecString::builder("ratchet-salt")
+            .nick("Ratchet salt")
+            .blurb(
+                "mode=livekit: the salt of every key derivation and ratchet, as LiveKit's \
+                 ratchetSalt",
+            )
+            .default_value(Some(livekit::keys::DEFAULT_RATCHET_SALT))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("key-size")
+            .nick("Key size")
+            .blurb(
+                "mode=livekit: AES key size in bits, 128 or 256, as LiveKit's keySize (the \
+                 AES key is derived, whatever the length of the key given)",
+            )
+            .minimum(128)
+            .maximum(256)
+            .default_value(128)
+            .mutable_ready()
+            .build(),
+    ]
+}
+
 /// Key settings both elements keep between runs.
 #[derive(Debug)]
 pub struct KeySettings {
@@ -149,6 +188,8 @@ pub struct KeySettings {
     /// `iv`, `serialize-iv`, `per-buffer-padding`.
     pub cbc: CbcOptions,
     pub framing: Framing,
+    /// `ratchet-salt`, `key-size` (mode=livekit).
+    pub livekit: KeyParams,
 }
 
 impl Default for KeySettings {
@@ -162,6 +203,7 @@ impl Default for KeySettings {
             invalid: BTreeMap::new(),
             cbc: CbcOptions::default(),
             framing: Framing::default(),
+            livekit: KeyParams::default(),
         }
     }
 }
@@ -179,6 +221,14 @@ impl KeySettings {
             .get::<Option<&str>>()
             .expect("type checked by GObject")
             .map(KeyText::new)
+    }
+
+    /// A `passphrase` property value, read as `key_text` is.
+    pub fn passphrase_text(value: &glib::Value) -> Option<KeyText> {
+        value
+            .get::<Option<&str>>()
+            .expect("type checked by GObject")
+            .map(KeyText::passphrase)
     }
 
     /// Sets one of `cbc_properties()`; `Err` says why a value was refused.
@@ -258,18 +308,22 @@ impl KeySettings {
             "iv" => "the IV set before start".to_owned(),
             "serialize-iv" => self.cbc.serialize_iv.to_string(),
             "per-buffer-padding" => self.cbc.per_buffer_padding.to_string(),
+            "ratchet-salt" => format!("\"{}\"", self.livekit.ratchet_salt),
+            "key-size" => (self.livekit.key_len * 8).to_string(),
             other => other.to_owned(),
         }
     }
 }
 
 /// Settings of both elements that take effect at start only.
-const READY_ONLY: [&str; 5] = [
+const READY_ONLY: [&str; 7] = [
     "mode",
     "framing",
     "iv",
     "serialize-iv",
     "per-buffer-padding",
+    "ratchet-salt",
+    "key-size",
 ];
 
 /// What the two elements share in handling keys handed to them.
@@ -281,6 +335,10 @@ pub trait KeyedElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
 
     /// Takes a key handed over by the `(kid, key)` action signal.
     fn accept_key(&self, kid: u64, key: KeyText) -> Result<(), KeyError>;
+
+    /// `ratchet-key`: moves the key of `kid` one ratchet step on (mode=livekit);
+    /// `Err` says why not.
+    fn ratchet_key(&self, kid: u64) -> Result<(), String>;
 
     /// Whether the element has started (PAUSED or PLAYING): settings that take
     /// effect at start can no longer change.
@@ -362,6 +420,18 @@ pub trait KeyedElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
                     Err(why) => self.refuse_property(name, &why),
                 }
             }
+            "ratchet-salt" => {
+                let salt = value.get::<Option<String>>().expect("type checked");
+                let salt = salt.unwrap_or_else(|| livekit::keys::DEFAULT_RATCHET_SALT.to_owned());
+                self.with_key_settings(|keys| keys.livekit.ratchet_salt = salt);
+            }
+            "key-size" => match value.get::<u32>().expect("type checked") {
+                bits @ (128 | 256) => {
+                    self.with_key_settings(|keys| keys.livekit.key_len = bits as usize / 8);
+                    self.accept_property(name);
+                }
+                bits => self.refuse_property(name, &format!("{bits} bits: 128 or 256")),
+            },
             _ => return false,
         }
         true
@@ -376,6 +446,8 @@ pub trait KeyedElement: ElementImpl + ObjectSubclass<Type: IsA<gst::Element>> {
             "clear-keys-on-stop" => Some(keys.clear_keys_on_stop.to_value()),
             "framing" => Some(keys.framing.to_value()),
             "iv" | "serialize-iv" | "per-buffer-padding" => Some(keys.cbc_property(name)),
+            "ratchet-salt" => Some(keys.livekit.ratchet_salt.to_value()),
+            "key-size" => Some(((keys.livekit.key_len * 8) as u32).to_value()),
             _ => None,
         })
     }
@@ -408,6 +480,47 @@ pub fn key_signal<T: KeyedElement>(name: &'static str) -> glib::subclass::Signal
             Some(accepted.to_value())
         })
         .build()
+}
+
+/// The action signal `gboolean ratchet-key (guint64 key-id)`: hands the key
+/// index to `ratchet_key`, and returns whether it ratcheted.
+pub fn ratchet_signal<T: KeyedElement>() -> glib::subclass::Signal {
+    glib::subclass::Signal::builder("ratchet-key")
+        .param_types([u64::static_type()])
+        .return_type::<bool>()
+        .action()
+        .class_handler(|args| {
+            let element = args[0].get::<T::Type>().expect("signal arg");
+            let kid = args[1].get::<u64>().expect("signal arg");
+            let imp = element.imp();
+            let ratcheted = match imp.ratchet_key(kid) {
+                Ok(()) => {
+                    gst::info!(T::category(), imp = imp, "ratcheted the key of KID {kid}");
+                    true
+                }
+                Err(why) => {
+                    imp.refuse_setting(
+                        &format!("ratchet-key for KID {kid}"),
+                        &why,
+                        "keys unchanged",
+                    );
+                    false
+                }
+            };
+            Some(ratcheted.to_value())
+        })
+        .build()
+}
+
+/// The codec LiveKit's frames are laid out for, from the caps' first structure.
+pub fn livekit_codec(caps: &gst::CapsRef) -> Result<MediaCodec, UnsupportedCaps> {
+    let Some(structure) = caps.structure(0) else {
+        return Err(UnsupportedCaps("empty caps".into()));
+    };
+    MediaCodec::from_caps(
+        structure.name(),
+        structure.get::<&str>("stream-format").ok(),
+    )
 }
 
 /// Answers a SCHEDULING query on the src pad: push mode only. Our output sizes

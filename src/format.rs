@@ -10,6 +10,8 @@ use crate::compat::qq_tea::{self, QqTea};
 use crate::compat::sm4_ecb::{self, Sm4Ecb};
 use crate::compat::{Invalid, first_valid, pick_by_padding};
 use crate::keys::{KeyError, KeyText, SecretKey};
+use crate::livekit::keys::{FrameKey, KeyParams, Material};
+use crate::livekit::{self, Layout, MediaCodec, SealError};
 use crate::sframe::{
     CipherSuite, CounterError, FrameError, MAX_OVERHEAD, SealedParts, SendCounter, SframeKey,
 };
@@ -25,6 +27,9 @@ pub enum Format {
     QqTea,
     /// AES-CBC as gst-plugins-bad's `aesenc`/`aesdec` (key of 16 or 32 bytes).
     AesCbc { key_len: usize, options: CbcOptions },
+    /// LiveKit's end-to-end encryption frames (`crate::livekit`): the codec's
+    /// header in the clear, the key index in a trailer.
+    Livekit,
 }
 
 impl Format {
@@ -36,6 +41,8 @@ impl Format {
             Format::QqTea => &[QqTea::KEY_LEN],
             Format::AesCbc { key_len: 32, .. } => &[32],
             Format::AesCbc { .. } => &[16],
+            // The raw key LiveKit's HKDF starts from.
+            Format::Livekit => &[16, 32],
         }
     }
 
@@ -50,6 +57,18 @@ impl Format {
     /// tries the keys it holds.
     pub fn carries_kid(&self) -> bool {
         matches!(self, Format::Sframe(_))
+    }
+
+    /// Checks that `kid` can name a key in this format: LiveKit's key index is
+    /// one byte.
+    pub fn check_kid(&self, kid: u64, mode: &str) -> Result<(), KeyError> {
+        if *self == Format::Livekit && kid > u64::from(u8::MAX) {
+            return Err(KeyError::KeyIndex {
+                kid,
+                mode: mode.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Whether every encrypted buffer decrypts on its own into one buffer: all but
@@ -84,6 +103,7 @@ impl Format {
             Format::QqTea => 0xFF02,
             Format::AesCbc { key_len: 32, .. } => 0xFF04,
             Format::AesCbc { .. } => 0xFF03,
+            Format::Livekit => 0xFF10,
         }
     }
 
@@ -94,6 +114,9 @@ impl Format {
             Format::Sm4Ecb => Sm4Ecb::encrypted_len(input_len),
             Format::QqTea => QqTea::encrypted_len(input_len),
             Format::AesCbc { .. } => CbcEncrypter::max_output_len(input_len),
+            // Escaping adds at most one byte in three, normalized start codes one
+            // in four of the header.
+            Format::Livekit => input_len + input_len / 2 + 2 * livekit::OVERHEAD,
         }
     }
 }
@@ -103,6 +126,7 @@ enum KeyCipher {
     Sm4Ecb(Sm4Ecb),
     QqTea(QqTea),
     AesCbc(AesCbc),
+    Livekit(FrameKey),
 }
 
 /// A key ready for one format, with its key schedule (and for SFrame its derived
@@ -113,7 +137,8 @@ pub struct ReadyKey {
 }
 
 impl ReadyKey {
-    /// `key` must have one of `format.key_lens()`.
+    /// `key` must have one of `format.key_lens()`. LiveKit keys are made with
+    /// LiveKit's default parameters (see `from_text` for others).
     pub fn new(format: &Format, kid: u64, key: &SecretKey) -> Self {
         let bytes = key.as_bytes();
         let cipher = match format {
@@ -121,8 +146,47 @@ impl ReadyKey {
             Format::Sm4Ecb => KeyCipher::Sm4Ecb(Sm4Ecb::new(bytes)),
             Format::QqTea => KeyCipher::QqTea(QqTea::new(bytes)),
             Format::AesCbc { .. } => KeyCipher::AesCbc(AesCbc::new(bytes)),
+            Format::Livekit => KeyCipher::Livekit(FrameKey::new(
+                Material::from_raw_key(bytes),
+                &KeyParams::default(),
+            )),
         };
         Self { kid, cipher }
+    }
+
+    /// `text` read as `format` takes keys (a LiveKit passphrase too), made ready
+    /// with `params`; `mode` names the mode in errors.
+    pub fn from_text(
+        format: &Format,
+        params: &KeyParams,
+        kid: u64,
+        text: &KeyText,
+        mode: &str,
+    ) -> Result<Self, KeyError> {
+        if *format != Format::Livekit {
+            return Ok(Self::new(format, kid, &format.parse_key(text, mode)?));
+        }
+        let material = if text.is_passphrase() {
+            Material::from_passphrase(text.as_str())
+        } else {
+            Material::from_raw_key(format.parse_key(text, mode)?.as_bytes())
+        };
+        Ok(Self::livekit(kid, FrameKey::new(material, params)))
+    }
+
+    /// A LiveKit key for key index `kid`.
+    pub fn livekit(kid: u64, key: FrameKey) -> Self {
+        Self {
+            kid,
+            cipher: KeyCipher::Livekit(key),
+        }
+    }
+
+    pub fn frame_key(&self) -> Option<&FrameKey> {
+        match &self.cipher {
+            KeyCipher::Livekit(key) => Some(key),
+            _ => None,
+        }
     }
 
     pub fn kid(&self) -> u64 {
@@ -154,6 +218,10 @@ pub enum EncryptError {
     /// The system's random generator failed (QQ TEA framing, SFrame's first
     /// counter).
     Random,
+    /// LiveKit: a frame its codec's clear header does not fit in.
+    Livekit(SealError),
+    /// LiveKit: the codec is not known (the caps name it).
+    NoCodec,
 }
 
 impl From<CounterError> for EncryptError {
@@ -171,7 +239,54 @@ impl std::fmt::Display for EncryptError {
             EncryptError::Exhausted { limit } => write!(f, "key used for {limit} frames"),
             EncryptError::Frame(e) => e.fmt(f),
             EncryptError::Random => write!(f, "no random bytes from the system"),
+            EncryptError::Livekit(e) => e.fmt(f),
+            EncryptError::NoCodec => write!(
+                f,
+                "mode=livekit needs caps that name the codec (VP8, VP9, H.264, H.265 or audio): \
+                 its frames keep the codec's header clear"
+            ),
         }
+    }
+}
+
+/// LiveKit's sending side: the frames' codec, and where IVs come from. An IV
+/// is 4 random bytes drawn for each key taken into use, then a counter that
+/// never repeats under the key (`SendCounter`: a process-wide registry, a
+/// random start across processes). Two runs with the same key repeat an IV only
+/// if both the random bytes and the counter ranges meet: at most
+/// (a + b) / 2^96 for runs of a and b frames.
+pub struct LivekitEncoder {
+    codec: Option<MediaCodec>,
+    counter: SendCounter,
+    prefix: Option<[u8; 4]>,
+}
+
+/// Frames one LiveKit key may protect: NIST SP 800-38D's bound for one GCM key.
+pub const LIVEKIT_MAX_FRAMES_PER_KEY: u64 = 1 << 32;
+
+impl LivekitEncoder {
+    fn new(key: &ReadyKey) -> Self {
+        let key = key.frame_key().expect("a LiveKit key");
+        Self {
+            codec: None,
+            counter: SendCounter::new(key.fingerprint(), LIVEKIT_MAX_FRAMES_PER_KEY),
+            prefix: None,
+        }
+    }
+
+    fn next_iv(&mut self) -> Result<[u8; livekit::IV_LEN], EncryptError> {
+        let prefix = match self.prefix {
+            Some(prefix) => prefix,
+            None => {
+                let mut prefix = [0u8; 4];
+                getrandom::fill(&mut prefix).map_err(|_| EncryptError::Random)?;
+                *self.prefix.insert(prefix)
+            }
+        };
+        let mut iv = [0u8; livekit::IV_LEN];
+        iv[..4].copy_from_slice(&prefix);
+        iv[4..].copy_from_slice(&self.counter.next_counter()?.to_be_bytes());
+        Ok(iv)
     }
 }
 
@@ -182,6 +297,7 @@ pub enum Encoder {
     Sm4Ecb,
     QqTea,
     AesCbc(CbcEncrypter),
+    Livekit(LivekitEncoder),
 }
 
 impl Encoder {
@@ -191,6 +307,7 @@ impl Encoder {
             Format::Sm4Ecb => Encoder::Sm4Ecb,
             Format::QqTea => Encoder::QqTea,
             Format::AesCbc { options, .. } => Encoder::AesCbc(CbcEncrypter::new(*options)),
+            Format::Livekit => Encoder::Livekit(LivekitEncoder::new(key)),
         }
     }
 
@@ -201,9 +318,49 @@ impl Encoder {
 
     /// `key` replaces the key in use from the next buffer on.
     pub fn switch_key(&mut self, key: &ReadyKey) {
-        if let Encoder::Sframe(counter) = self {
-            *counter = Self::counter_for(key);
+        match self {
+            Encoder::Sframe(counter) => *counter = Self::counter_for(key),
+            Encoder::Livekit(encoder) => {
+                let codec = encoder.codec;
+                *encoder = LivekitEncoder::new(key);
+                encoder.codec = codec;
+            }
+            _ => {}
         }
+    }
+
+    /// LiveKit: the codec of the frames to come, from the caps.
+    pub fn set_codec(&mut self, codec: MediaCodec) {
+        if let Encoder::Livekit(encoder) = self {
+            encoder.codec = Some(codec);
+        }
+    }
+
+    /// Encrypts a frame into a new one, for the formats whose output size the
+    /// frame's content decides (LiveKit); `keyframe` says whether the frame is a
+    /// key frame. `None`: use `encrypt` or `encrypt_in_place`.
+    pub fn encrypt_frame(
+        &mut self,
+        key: &ReadyKey,
+        frame: &[u8],
+        keyframe: bool,
+    ) -> Option<Result<Vec<u8>, EncryptError>> {
+        let (Encoder::Livekit(encoder), KeyCipher::Livekit(frame_key)) = (self, &key.cipher) else {
+            return None;
+        };
+        Some((|| {
+            // Empty frames (audio DTX) carry nothing to protect.
+            if frame.is_empty() {
+                return Ok(Vec::new());
+            }
+            let codec = encoder.codec.ok_or(EncryptError::NoCodec)?;
+            let layout = Layout::of(codec, frame, keyframe);
+            let iv = encoder.next_iv()?;
+            // The key index travels in one byte: the elements keep KIDs below 256.
+            let key_index = key.kid as u8;
+            livekit::seal(frame_key.aead(), key_index, &iv, layout, frame)
+                .map_err(EncryptError::Livekit)
+        })())
     }
 
     /// Encrypts the next buffer into `out` (of `Format::max_encrypted_len`);
@@ -229,6 +386,7 @@ impl Encoder {
             (Encoder::AesCbc(stream), KeyCipher::AesCbc(key)) => {
                 Ok(stream.encrypt(key, input, out))
             }
+            (Encoder::Livekit(_), _) => unreachable!("LiveKit frames go through encrypt_frame"),
             _ => unreachable!("key made for another format"),
         }
     }
@@ -269,10 +427,10 @@ pub enum TrialDecoder {
 }
 
 impl TrialDecoder {
-    /// `None` for SFrame, whose frames name their key.
+    /// `None` for SFrame and LiveKit, whose frames name their key.
     pub fn new(format: &Format) -> Option<Self> {
         match format {
-            Format::Sframe(_) => None,
+            Format::Sframe(_) | Format::Livekit => None,
             Format::Sm4Ecb => Some(TrialDecoder::Sm4Ecb),
             Format::QqTea => Some(TrialDecoder::QqTea),
             Format::AesCbc { options, .. } => {

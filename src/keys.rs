@@ -12,19 +12,37 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-/// A key as the user wrote it (hex, or for QQ TEA also plain text), wiped from
-/// memory when dropped. It is read once the mode that gives it meaning is known,
-/// so that `key` may be set before `mode`.
+/// A key as the user wrote it (hex, or for QQ TEA also plain text), or a
+/// passphrase (LiveKit's), wiped from memory when dropped. It is read once the
+/// mode that gives it meaning is known, so that `key` may be set before `mode`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct KeyText(Zeroizing<String>);
+pub struct KeyText {
+    text: Zeroizing<String>,
+    passphrase: bool,
+}
 
 impl KeyText {
     pub fn new(text: &str) -> Self {
-        Self(Zeroizing::new(text.trim().to_owned()))
+        Self {
+            text: Zeroizing::new(text.trim().to_owned()),
+            passphrase: false,
+        }
+    }
+
+    /// A passphrase, taken as it is written (spaces included).
+    pub fn passphrase(text: &str) -> Self {
+        Self {
+            text: Zeroizing::new(text.to_owned()),
+            passphrase: true,
+        }
+    }
+
+    pub fn is_passphrase(&self) -> bool {
+        self.passphrase
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// The key bytes: `raw_text_len` characters of text taken as they are (QQ TEA
@@ -36,9 +54,14 @@ impl KeyText {
         raw_text_len: Option<usize>,
         mode: &str,
     ) -> Result<SecretKey, KeyError> {
+        if self.passphrase {
+            return Err(KeyError::Passphrase {
+                mode: mode.to_owned(),
+            });
+        }
         let key = match raw_text_len {
-            Some(len) if self.0.len() == len => SecretKey::from_bytes(self.0.as_bytes()),
-            _ => SecretKey::from_hex(&self.0)?,
+            Some(len) if self.text.len() == len => SecretKey::from_bytes(self.text.as_bytes()),
+            _ => SecretKey::from_hex(&self.text)?,
         };
         if accepted.contains(&key.len()) {
             Ok(key)
@@ -55,7 +78,12 @@ impl KeyText {
 
 impl fmt::Debug for KeyText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyText(<{} characters>)", self.0.chars().count())
+        let what = if self.passphrase {
+            "passphrase"
+        } else {
+            "characters"
+        };
+        write!(f, "KeyText(<{} {what}>)", self.text.chars().count())
     }
 }
 
@@ -148,6 +176,15 @@ pub enum KeyError {
         path: String,
         reason: String,
     },
+    /// A passphrase, in a mode that takes keys only.
+    Passphrase {
+        mode: String,
+    },
+    /// A KID the mode cannot name a key by.
+    KeyIndex {
+        kid: u64,
+        mode: String,
+    },
 }
 
 impl fmt::Display for KeyError {
@@ -181,6 +218,14 @@ impl fmt::Display for KeyError {
                 )
             }
             KeyError::File { path, reason } => write!(f, "key file {path}: {reason}"),
+            KeyError::KeyIndex { kid, mode } => write!(
+                f,
+                "mode {mode} names a key by its key index, 0 to 255; key-id {kid} is not one"
+            ),
+            KeyError::Passphrase { mode } => write!(
+                f,
+                "mode {mode} takes a key, not a passphrase (passphrases are for mode=livekit)"
+            ),
         }
     }
 }

@@ -74,6 +74,13 @@ pub enum Mode {
         nick = "aes-256-cbc"
     )]
     Aes256Cbc = 10,
+    #[enum_value(
+        name = "LiveKit end-to-end encryption frames, for WebRTC (the codec header stays \
+                clear; the codec comes from the caps): AES-GCM, key (16 or 32 bytes, HKDF) or \
+                passphrase (PBKDF2), key-id is the key index (0-255)",
+        nick = "livekit"
+    )]
+    Livekit = 11,
 }
 
 /// How encrypted buffers travel: as buffers, or as records in a byte stream.
@@ -97,7 +104,7 @@ pub enum Framing {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 11] = [
+    pub const ALL: [Mode; 12] = [
         Mode::Aes128Gcm,
         Mode::Aes256Gcm,
         Mode::Aes128CtrHmac80,
@@ -109,6 +116,7 @@ impl Mode {
         Mode::QqTea,
         Mode::Aes128Cbc,
         Mode::Aes256Cbc,
+        Mode::Livekit,
     ];
 
     /// The format this mode speaks; `cbc` holds the aesenc-compatible options,
@@ -133,6 +141,7 @@ impl Mode {
                 key_len: 32,
                 options: cbc,
             },
+            Mode::Livekit => Format::Livekit,
         }
     }
 

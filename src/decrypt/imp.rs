@@ -25,6 +25,8 @@ use crate::framing::{Record, RecordReader, StreamError};
 use crate::key_requests::{self, Held, RequestGate};
 use crate::keyring::{KeyRing, Trust};
 use crate::keys::{KeyError, KeyText, read_key_file};
+use crate::livekit::keys::KeyParams;
+use crate::livekit::{IvWindow, Layout, MediaCodec, SealedFrame};
 use crate::mode::{Framing, Mode};
 use crate::sframe::{
     CipherSuite, FrameError, Header, MAX_OVERHEAD, ParsedFrame, Replay, ReplayWindow,
@@ -41,6 +43,10 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 const DEFAULT_REPLAY_WINDOW: u32 = 128;
 const DEFAULT_MAX_KEYS: u32 = 16;
+/// LiveKit's defaults: ratchets tried on a frame that fails, and consecutive
+/// failures before a key is taken as invalid.
+const DEFAULT_RATCHET_WINDOW: u32 = 8;
+const DEFAULT_FAILURE_TOLERANCE: i32 = 10;
 /// At most one drop warning per this interval; the others are counted in it.
 const WARNING_INTERVAL: Duration = Duration::from_secs(1);
 /// Frames in a row too old for the replay window, with none decrypted between,
@@ -55,6 +61,9 @@ struct Settings {
     on_error: Option<OnError>,
     replay_window: u32,
     max_keys: u32,
+    /// mode=livekit.
+    ratchet_window: u32,
+    failure_tolerance: i32,
 }
 
 impl Default for Settings {
@@ -64,6 +73,8 @@ impl Default for Settings {
             on_error: None,
             replay_window: DEFAULT_REPLAY_WINDOW,
             max_keys: DEFAULT_MAX_KEYS,
+            ratchet_window: DEFAULT_RATCHET_WINDOW,
+            failure_tolerance: DEFAULT_FAILURE_TOLERANCE,
         }
     }
 }
@@ -84,15 +95,24 @@ impl Settings {
 /// element tracks per key: its KID's replay window and its authentication
 /// failures. Adding the same key for its KID again keeps all of it.
 struct LiveKey {
-    key: ReadyKey,
+    key: Arc<ReadyKey>,
     replay: Mutex<ReplayWindow>,
+    /// mode=livekit, whose frames carry no counter: the IVs of recent frames.
+    recent_ivs: Mutex<IvWindow>,
     /// Frames that failed authentication under this key.
     auth_failures: AtomicU64,
     /// Failures after which the key is retired (SFrame suites only).
     max_auth_failures: u64,
+    /// Failures since the last frame that authenticated, and how many make
+    /// the key invalid (mode=livekit's `failure-tolerance`; `None`: never).
+    consecutive_failures: AtomicU64,
+    failure_tolerance: Option<u64>,
     /// A key fetched through `request-key` that has not yet authenticated a
     /// frame (see `crate::keyring`).
     on_probation: AtomicBool,
+    /// mode=livekit: the keys one, two... ratchet steps on, made when first
+    /// tried (a passphrase's ratchet costs 100,000 PBKDF2 iterations).
+    ratchets: Mutex<Vec<Arc<ReadyKey>>>,
 }
 
 impl LiveKey {
@@ -100,19 +120,49 @@ impl LiveKey {
         self.auth_failures.load(Ordering::Relaxed) >= self.max_auth_failures
     }
 
+    /// mode=livekit: too many frames in a row failed under this key.
+    fn invalid(&self) -> bool {
+        self.failure_tolerance
+            .is_some_and(|tolerance| self.consecutive_failures.load(Ordering::Relaxed) > tolerance)
+    }
+
     /// Whether `other` is this same key (for its KID and mode).
     fn same_key(&self, other: &LiveKey) -> bool {
         match (self.key.sframe(), other.key.sframe()) {
             (Some(a), Some(b)) => a.fingerprint() == b.fingerprint(),
-            // Without a KID there is no per-key state worth keeping.
-            _ => false,
+            _ => match (self.key.frame_key(), other.key.frame_key()) {
+                (Some(a), Some(b)) => a.same_as(b),
+                // Without a KID there is no per-key state worth keeping.
+                _ => false,
+            },
         }
+    }
+
+    /// mode=livekit: the key `steps` ratchet steps on (1 or more).
+    fn ratcheted(&self, steps: usize) -> Arc<ReadyKey> {
+        let mut ratchets = self.ratchets.lock().unwrap();
+        while ratchets.len() < steps {
+            let from = ratchets.last().unwrap_or(&self.key);
+            let next = from.frame_key().expect("a LiveKit key").ratcheted();
+            ratchets.push(Arc::new(ReadyKey::livekit(self.key.kid(), next)));
+        }
+        ratchets[steps - 1].clone()
     }
 }
 
 impl AsRef<ReadyKey> for LiveKey {
     fn as_ref(&self) -> &ReadyKey {
         &self.key
+    }
+}
+
+impl Running {
+    /// `live` moved `steps` ratchet steps on: fresh per-key state, and the
+    /// ratchets already made beyond it.
+    fn stepped_on(&self, live: &LiveKey, steps: usize) -> Arc<LiveKey> {
+        let stepped = self.made_live(live.ratcheted(steps), Trust::Trusted);
+        *stepped.ratchets.lock().unwrap() = live.ratchets.lock().unwrap()[steps..].to_vec();
+        stepped
     }
 }
 
@@ -131,6 +181,12 @@ struct Running {
     mode: Mode,
     format: Format,
     framing: Framing,
+    /// mode=livekit: key parameters, the codec (from the caps), and LiveKit's
+    /// ratchet window and failure tolerance.
+    livekit: KeyParams,
+    codec: Option<MediaCodec>,
+    ratchet_window: u32,
+    failure_tolerance: Option<u64>,
     replay_window: u32,
     /// KID of the last frame that authenticated.
     current_kid: Option<u64>,
@@ -146,18 +202,31 @@ struct Running {
 
 impl Running {
     fn live_key(&self, kid: u64, text: &KeyText, trust: Trust) -> Result<Arc<LiveKey>, KeyError> {
-        let key = self.format.parse_key(text, self.mode.nick())?;
-        let max_auth_failures = match self.format {
-            Format::Sframe(suite) => suite.max_auth_failures(),
-            _ => u64::MAX,
+        let mode = self.mode.nick();
+        self.format.check_kid(kid, mode)?;
+        let key = ReadyKey::from_text(&self.format, &self.livekit, kid, text, mode)?;
+        Ok(self.made_live(Arc::new(key), trust))
+    }
+
+    /// `key` with the state the element keeps per key, fresh.
+    fn made_live(&self, key: Arc<ReadyKey>, trust: Trust) -> Arc<LiveKey> {
+        let (max_auth_failures, recent_ivs) = match self.format {
+            Format::Sframe(suite) => (suite.max_auth_failures(), 0),
+            // AES-GCM's 128-bit tag (see `CipherSuite::max_auth_failures`).
+            Format::Livekit => (1 << 36, self.replay_window as usize),
+            _ => (u64::MAX, 0),
         };
-        Ok(Arc::new(LiveKey {
-            key: ReadyKey::new(&self.format, kid, &key),
+        Arc::new(LiveKey {
+            key,
             replay: Mutex::new(ReplayWindow::new(self.replay_window)),
+            recent_ivs: Mutex::new(IvWindow::new(recent_ivs)),
             auth_failures: AtomicU64::new(0),
             max_auth_failures,
+            consecutive_failures: AtomicU64::new(0),
+            failure_tolerance: self.failure_tolerance,
             on_probation: AtomicBool::new(trust == Trust::Probation),
-        }))
+            ratchets: Mutex::new(Vec::new()),
+        })
     }
 }
 
@@ -312,6 +381,8 @@ impl State {
             && let Some(old) = &entry.live
             && old.same_key(&live)
         {
+            // Set again: no longer taken as invalid (LiveKit's failure tolerance).
+            old.consecutive_failures.store(0, Ordering::Relaxed);
             if trust == Trust::Trusted {
                 // The application vouches for it now.
                 old.on_probation.store(false, Ordering::Relaxed);
@@ -349,6 +420,7 @@ impl State {
         for (_, entry) in self.ring.iter_mut() {
             if let Some(live) = &entry.live {
                 live.replay.lock().unwrap().reset();
+                live.recent_ivs.lock().unwrap().reset();
             }
         }
     }
@@ -569,6 +641,18 @@ impl KeyedElement for StreamDecrypt {
         self.add_key(kid, key, KeySource::Application)
     }
 
+    fn ratchet_key(&self, kid: u64) -> Result<(), String> {
+        let mut state = self.state.lock().unwrap();
+        let running = state.running.as_ref().ok_or("not running")?;
+        if running.format != Format::Livekit {
+            return Err("ratchet-key works in mode=livekit".into());
+        }
+        let live = state.live_key(kid).ok_or("no key for this KID")?;
+        let stepped = running.stepped_on(&live, 1);
+        state.ring.get_mut(kid).expect("it has a key").live = Some(stepped);
+        Ok(())
+    }
+
     fn is_running(&self) -> bool {
         self.state.lock().unwrap().running.is_some()
     }
@@ -597,7 +681,30 @@ impl ObjectImpl for StreamDecrypt {
                  authenticated)",
             );
             properties.extend(common::cbc_properties());
+            properties.extend(common::livekit_properties());
             properties.extend([
+                glib::ParamSpecUInt::builder("ratchet-window")
+                    .nick("Ratchet window")
+                    .blurb(
+                        "mode=livekit: when a frame fails, the key's ratchet steps to try on it \
+                         (a sender may have ratcheted); the step that opens it becomes the key. \
+                         0 tries none (as LiveKit's ratchetWindowSize). Read at start",
+                    )
+                    .default_value(DEFAULT_RATCHET_WINDOW)
+                    .maximum(64)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecInt::builder("failure-tolerance")
+                    .nick("Failure tolerance")
+                    .blurb(
+                        "mode=livekit: frames in a row that may fail under a key before it is \
+                         taken as invalid (its frames are then dropped untried until the key \
+                         is set again); -1 never (as LiveKit's failureTolerance). Read at start",
+                    )
+                    .minimum(-1)
+                    .default_value(DEFAULT_FAILURE_TOLERANCE)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecEnum::builder_with_default("on-error", OnError::default())
                     .nick("On error")
                     .blurb(
@@ -640,6 +747,7 @@ impl ObjectImpl for StreamDecrypt {
         static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
             vec![
                 common::key_signal::<StreamDecrypt>("add-key"),
+                common::ratchet_signal::<StreamDecrypt>(),
                 // remove-key(kid) -> whether there was such a key
                 glib::subclass::Signal::builder("remove-key")
                     .param_types([u64::static_type()])
@@ -692,25 +800,28 @@ impl ObjectImpl for StreamDecrypt {
             return;
         }
         match name {
-            "key" => {
-                let text = KeySettings::key_text(value);
+            "key" | "passphrase" => {
+                let text = match name {
+                    "key" => KeySettings::key_text(value),
+                    _ => KeySettings::passphrase_text(value),
+                };
                 let kid = self.settings.lock().unwrap().keys.key_id;
                 let result = match &text {
                     Some(text) if self.is_running() => {
                         self.add_key(kid, text.clone(), KeySource::Application)
                     }
-                    Some(text) => {
+                    Some(text) if !text.is_passphrase() => {
                         let mode = self.settings.lock().unwrap().keys.mode;
                         mode.check_plausible_key(text)
                     }
-                    None => Ok(()),
+                    _ => Ok(()),
                 };
                 match result {
                     Ok(()) => {
                         self.settings.lock().unwrap().keys.key = text;
-                        self.accept_property("key");
+                        self.accept_property(name);
                     }
-                    Err(err) => self.refuse_property("key", &err),
+                    Err(err) => self.refuse_property(name, &err),
                 }
             }
             "key-file" => {
@@ -740,6 +851,12 @@ impl ObjectImpl for StreamDecrypt {
             "replay-window" => {
                 self.settings.lock().unwrap().replay_window = value.get().expect("type checked")
             }
+            "ratchet-window" => {
+                self.settings.lock().unwrap().ratchet_window = value.get().expect("type checked")
+            }
+            "failure-tolerance" => {
+                self.settings.lock().unwrap().failure_tolerance = value.get().expect("type checked")
+            }
             "max-keys" => {
                 let max_keys = value.get::<u32>().expect("type checked");
                 self.settings.lock().unwrap().max_keys = max_keys;
@@ -765,6 +882,8 @@ impl ObjectImpl for StreamDecrypt {
         let settings = self.settings.lock().unwrap();
         match name {
             "on-error" => settings.on_error().to_value(),
+            "ratchet-window" => settings.ratchet_window.to_value(),
+            "failure-tolerance" => settings.failure_tolerance.to_value(),
             "replay-window" => settings.replay_window.to_value(),
             "max-keys" => settings.max_keys.to_value(),
             "stats" => {
@@ -830,6 +949,10 @@ impl BaseTransformImpl for StreamDecrypt {
             mode: keys.mode,
             format,
             framing: keys.framing,
+            livekit: keys.livekit.clone(),
+            codec: None,
+            ratchet_window: settings.ratchet_window,
+            failure_tolerance: u64::try_from(settings.failure_tolerance).ok(),
             replay_window: settings.replay_window,
             current_kid: None,
             warnings: WarningLimiter::default(),
@@ -976,6 +1099,20 @@ impl BaseTransformImpl for StreamDecrypt {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let mut state = self.state.lock().unwrap();
+        if let Some(running) = state.running.as_mut()
+            && running.format == Format::Livekit
+        {
+            match common::livekit_codec(incaps) {
+                Ok(codec) => running.codec = Some(codec),
+                Err(why) => {
+                    drop(state);
+                    gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{why}"));
+                    return Err(gst::loggable_error!(CAT, "{why}"));
+                }
+            }
+        }
+        drop(state);
         common::set_caps(self, &self.input, incaps, outcaps)
     }
 
@@ -1074,6 +1211,9 @@ impl BaseTransformImpl for StreamDecrypt {
         let format = self.count_input(buf.size())?;
         let pts = buf.pts();
         let opened = match format {
+            // Empty frames (audio DTX) are not encrypted, as the reference sends them.
+            Format::Livekit if buf.size() == 0 => return Ok(gst::FlowSuccess::Ok),
+            Format::Livekit => self.open_livekit_buffer(buf)?,
             Format::Sframe(suite) => self.open_sframe_in_place(suite, buf),
             _ if format.decrypts_in_place() => {
                 open_in_place(buf, |data| self.open_by_trial_in_place(data))
@@ -1217,6 +1357,36 @@ impl StreamDecrypt {
              encrypter missing upstream, or does it use another mode or framing?"
         );
         (reason, detail)
+    }
+
+    /// Decrypts the LiveKit frame in `buffer` into a new memory that replaces
+    /// its bytes.
+    fn open_livekit_buffer(
+        &self,
+        buffer: &mut gst::BufferRef,
+    ) -> Result<Result<(u64, usize), Rejection>, gst::FlowError> {
+        let (codec, ratchet_window) = {
+            let state = self.state.lock().unwrap();
+            let running = state.running.as_ref().ok_or(gst::FlowError::Flushing)?;
+            (running.codec, running.ratchet_window)
+        };
+        let Some(codec) = codec else {
+            return Ok(Err((
+                DropReason::Malformed,
+                "mode=livekit needs caps that name the codec (VP8, VP9, H.264, H.265 or \
+                 audio): its frames keep the codec's header clear"
+                    .into(),
+            )));
+        };
+        let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        let opened = common::with_readable(buffer, |frame| {
+            self.open_livekit(codec, ratchet_window, frame, keyframe)
+        })?;
+        Ok(opened.map(|(kid, plain)| {
+            let len = plain.len();
+            buffer.replace_all_memory(gst::Memory::from_mut_slice(plain));
+            (kid, len)
+        }))
     }
 
     /// Decrypts one record of a byte stream into a new buffer; `None` when it was
@@ -1370,14 +1540,35 @@ impl StreamDecrypt {
             Err(e) => return Err(not_an_sframe(e.to_string())),
         };
         let (kid, ctr) = (header.kid, header.ctr);
+        let key = self.key_for(kid, input)?;
+        let checked = {
+            let replay = key.replay.lock().unwrap();
+            replay.check(ctr).map_err(|why| (why, replay.highest()))
+        };
+        if let Err((why, highest)) = checked {
+            if why == Replay::TooOld {
+                self.count_too_old(kid, ctr, highest);
+            }
+            return Err((
+                DropReason::Replay,
+                format!("KID {kid} counter {ctr}: {why:?}"),
+            ));
+        }
+        Ok((key, header))
+    }
+
+    /// The key a frame names by `kid`, asking the application for an unknown
+    /// one, unless it was retired or taken as invalid; `input` is the frame, for
+    /// saying what it is when it names a key that does not exist.
+    fn key_for(&self, kid: u64, input: &[u8]) -> Result<Arc<LiveKey>, Rejection> {
         let live = self.state.lock().unwrap().live_key(kid);
         let key = match live {
             Some(key) => key,
             None => {
-                // Plaintext read as an SFrame names a random KID: say what it
-                // is, and ask nobody for that key.
+                // Plaintext read as an encrypted frame names a random KID: say
+                // what it is, and ask nobody for that key.
                 if let Some(hint) = sniff::plaintext_hint(input) {
-                    let detail = format!("its first bytes read as KID {kid}, which has no key");
+                    let detail = format!("its bytes read as KID {kid}, which has no key");
                     return Err(self.explain((DropReason::Malformed, detail), || Some(hint)));
                 }
                 if let Some(rejection) = stream_header_rejection(input) {
@@ -1407,20 +1598,17 @@ impl StreamDecrypt {
                 ),
             ));
         }
-        let checked = {
-            let replay = key.replay.lock().unwrap();
-            replay.check(ctr).map_err(|why| (why, replay.highest()))
-        };
-        if let Err((why, highest)) = checked {
-            if why == Replay::TooOld {
-                self.count_too_old(kid, ctr, highest);
-            }
+        if key.invalid() {
             return Err((
-                DropReason::Replay,
-                format!("KID {kid} counter {ctr}: {why:?}"),
+                DropReason::NoKey,
+                format!(
+                    "the key for KID {kid} failed on more than {} frames in a row \
+                     (failure-tolerance) and is taken as invalid: set it again, or a new key",
+                    key.failure_tolerance.unwrap_or(0)
+                ),
             ));
         }
-        Ok((key, header))
+        Ok(key)
     }
 
     /// A frame older than the replay window: a few are the network reordering;
@@ -1462,26 +1650,11 @@ impl StreamDecrypt {
             Ok(plaintext) => {
                 // Only an authenticated counter may move the replay window.
                 key.replay.lock().unwrap().record(header.ctr);
-                if key.on_probation.swap(false, Ordering::Relaxed) {
-                    let mut state = self.state.lock().unwrap();
-                    if let Some(running) = state.running.as_mut() {
-                        running.requests.proven();
-                    }
-                    let evicted = state.ring.trust_key(kid);
-                    gst::info!(
-                        CAT,
-                        imp = self,
-                        "the requested key for KID {kid} authenticated a frame: trusted \
-                         (pushed out: {evicted:?})"
-                    );
-                }
+                self.authenticated(key, kid);
                 Ok((kid, plaintext))
             }
             Err(FrameError::Authentication) => {
-                let failures = key.auth_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                if failures == key.max_auth_failures {
-                    self.retire(kid, failures);
-                }
+                self.failed_authentication(key, kid);
                 Err((
                     DropReason::Authentication,
                     format!("KID {kid}: {}", FrameError::Authentication),
@@ -1489,6 +1662,111 @@ impl StreamDecrypt {
             }
             Err(e) => Err((DropReason::Malformed, e.to_string())),
         }
+    }
+
+    /// A frame authenticated under `key`: a key on probation is trusted now.
+    fn authenticated(&self, key: &LiveKey, kid: u64) {
+        key.consecutive_failures.store(0, Ordering::Relaxed);
+        if key.on_probation.swap(false, Ordering::Relaxed) {
+            let mut state = self.state.lock().unwrap();
+            if let Some(running) = state.running.as_mut() {
+                running.requests.proven();
+            }
+            let evicted = state.ring.trust_key(kid);
+            gst::info!(
+                CAT,
+                imp = self,
+                "the requested key for KID {kid} authenticated a frame: trusted (pushed out: \
+                 {evicted:?})"
+            );
+        }
+    }
+
+    /// A frame failed authentication under `key`: counted towards retiring it
+    /// (forgeries) and towards LiveKit's failure tolerance.
+    fn failed_authentication(&self, key: &LiveKey, kid: u64) {
+        let failures = key.auth_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures == key.max_auth_failures {
+            self.retire(kid, failures);
+        }
+        key.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Decrypts a LiveKit frame of `codec` with the key its key index names,
+    /// trying up to `ratchet-window` ratchet steps of it when it fails; the
+    /// step that opens it becomes the key. Returns the KID and the plaintext.
+    fn open_livekit(
+        &self,
+        codec: MediaCodec,
+        ratchet_window: u32,
+        frame: &[u8],
+        keyframe: bool,
+    ) -> Result<(u64, Vec<u8>), Rejection> {
+        let layout = Layout::of(codec, frame, keyframe);
+        let sealed = SealedFrame::parse(frame, layout).map_err(|e| {
+            self.explain((DropReason::Malformed, e.to_string()), || {
+                sniff::plaintext_hint(frame)
+            })
+        })?;
+        let kid = u64::from(sealed.key_index);
+        let key = self.key_for(kid, frame)?;
+        if key.recent_ivs.lock().unwrap().contains(&sealed.iv) {
+            return Err((
+                DropReason::Replay,
+                format!("KID {kid}: the IV of a recent frame (a replay)"),
+            ));
+        }
+        fn aead(key: &ReadyKey) -> &crate::cipher::Aead {
+            key.frame_key().expect("a LiveKit key").aead()
+        }
+        let mut opened = sealed
+            .open(aead(&key.key))
+            .map(|plain| (plain, key.clone()));
+        for steps in 1..=ratchet_window as usize {
+            if opened.is_ok() {
+                break;
+            }
+            let ratcheted = key.ratcheted(steps);
+            if let Ok(plain) = sealed.open(aead(&ratcheted)) {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "KID {kid}: the sender ratcheted {steps} steps"
+                );
+                opened = Ok((plain, self.commit_ratchet(kid, &key, steps)));
+            }
+        }
+        match opened {
+            Ok((plain, key)) => {
+                key.recent_ivs.lock().unwrap().record(sealed.iv);
+                self.authenticated(&key, kid);
+                Ok((kid, plain))
+            }
+            Err(error) => {
+                self.failed_authentication(&key, kid);
+                Err((DropReason::Authentication, format!("KID {kid}: {error}")))
+            }
+        }
+    }
+
+    /// A frame opened under `key` `steps` ratchet steps on: that is the key of
+    /// `kid` now, unless the key changed meanwhile.
+    fn commit_ratchet(&self, kid: u64, key: &Arc<LiveKey>, steps: usize) -> Arc<LiveKey> {
+        let mut state = self.state.lock().unwrap();
+        let State { ring, running, .. } = &mut *state;
+        let Some(running) = running.as_ref() else {
+            return key.clone();
+        };
+        let stepped = running.stepped_on(key, steps);
+        if let Some(entry) = ring.get_mut(kid)
+            && entry
+                .live
+                .as_ref()
+                .is_some_and(|live| Arc::ptr_eq(live, key))
+        {
+            entry.live = Some(stepped.clone());
+        }
+        stepped
     }
 
     /// The key for `kid` failed authentication `failures` times, the most its

@@ -188,16 +188,18 @@ impl StreamEncrypt {
     fn install_key(&self, kid: u64, text: KeyText) -> Result<(), KeyError> {
         let mut settings = self.settings.lock().unwrap();
         let mut pending = self.pending.lock().unwrap();
+        let mode = settings.keys.mode.nick();
         if let Some(format) = pending.format {
-            let key = format.parse_key(&text, settings.keys.mode.nick())?;
-            pending.key = Some(Arc::new(ReadyKey::new(&format, kid, &key)));
+            format.check_kid(kid, mode)?;
+            let key = ReadyKey::from_text(&format, &settings.keys.livekit, kid, &text, mode)?;
+            pending.key = Some(Arc::new(key));
             self.key_pending.store(true, Ordering::Release);
             gst::info!(
                 CAT,
                 imp = self,
                 "key for KID {kid} queued for the next buffer"
             );
-        } else {
+        } else if !text.is_passphrase() {
             settings.keys.mode.check_plausible_key(&text)?;
         }
         settings.keys.key = Some(text);
@@ -244,8 +246,8 @@ impl StreamEncrypt {
         let keys = &settings.keys;
         let mode = keys.mode.nick();
         let ready = |kid, text: KeyText| {
-            let key = format.parse_key(&text, mode)?;
-            Ok(ReadyKey::new(format, kid, &key))
+            format.check_kid(kid, mode)?;
+            ReadyKey::from_text(format, &keys.livekit, kid, &text, mode)
         };
         match (&keys.key_file, &keys.key) {
             (Some(path), _) if settings.key_from_file || keys.key.is_none() => self
@@ -430,6 +432,28 @@ impl KeyedElement for StreamEncrypt {
         self.install_key(kid, key)
     }
 
+    fn ratchet_key(&self, kid: u64) -> Result<(), String> {
+        let mut pending = self.pending.lock().unwrap();
+        if pending.format != Some(Format::Livekit) {
+            return Err("ratchet-key works in mode=livekit, while running".into());
+        }
+        // The newest key: one set and not yet in use, or the one in use.
+        let current = match &pending.key {
+            Some(key) => key.clone(),
+            None => match &self.stream.lock().unwrap().run {
+                Some(stream) => stream.key.clone(),
+                None => return Err("not running".into()),
+            },
+        };
+        if current.kid() != kid {
+            return Err(format!("the key in use has KID {}", current.kid()));
+        }
+        let ratcheted = current.frame_key().expect("a LiveKit key").ratcheted();
+        pending.key = Some(Arc::new(ReadyKey::livekit(kid, ratcheted)));
+        self.key_pending.store(true, Ordering::Release);
+        Ok(())
+    }
+
     fn is_running(&self) -> bool {
         self.pending.lock().unwrap().format.is_some()
     }
@@ -467,14 +491,19 @@ impl ObjectImpl for StreamEncrypt {
                     .build(),
             );
             properties.extend(common::cbc_properties());
+            properties.extend(common::livekit_properties());
             properties
         });
         PROPERTIES.as_ref()
     }
 
     fn signals() -> &'static [glib::subclass::Signal] {
-        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> =
-            LazyLock::new(|| vec![common::key_signal::<StreamEncrypt>("set-key")]);
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            vec![
+                common::key_signal::<StreamEncrypt>("set-key"),
+                common::ratchet_signal::<StreamEncrypt>(),
+            ]
+        });
         SIGNALS.as_ref()
     }
 
@@ -484,20 +513,24 @@ impl ObjectImpl for StreamEncrypt {
             return;
         }
         match name {
-            "key" => {
-                let result = match KeySettings::key_text(value) {
+            "key" | "passphrase" => {
+                let text = match name {
+                    "key" => KeySettings::key_text(value),
+                    _ => KeySettings::passphrase_text(value),
+                };
+                let result = match text {
                     Some(text) => {
                         let kid = self.settings.lock().unwrap().keys.key_id;
                         self.install_key(kid, text)
                     }
                     None => {
                         self.settings.lock().unwrap().keys.key = None;
-                        self.accept_property("key");
                         Ok(())
                     }
                 };
-                if let Err(err) = result {
-                    self.refuse_property("key", &err);
+                match result {
+                    Ok(()) => self.accept_property(name),
+                    Err(err) => self.refuse_property(name, &err),
                 }
             }
             "key-file" => {
@@ -702,6 +735,19 @@ impl BaseTransformImpl for StreamEncrypt {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        if self.pending.lock().unwrap().format == Some(Format::Livekit) {
+            match common::livekit_codec(incaps) {
+                Ok(codec) => {
+                    if let Some(stream) = self.stream.lock().unwrap().run.as_mut() {
+                        stream.encoder.set_codec(codec);
+                    }
+                }
+                Err(why) => {
+                    gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{why}"));
+                    return Err(gst::loggable_error!(CAT, "{why}"));
+                }
+            }
+        }
         common::set_caps(self, &self.input, incaps, outcaps)
     }
 
@@ -747,7 +793,28 @@ impl BaseTransformImpl for StreamEncrypt {
         let payload_len = buf.size();
         let in_place_max = self.in_place_max.load(Ordering::Relaxed);
         if !(IN_PLACE_MIN..=in_place_max).contains(&payload_len) {
-            let memory = self.encrypt_buffer(buf.flags(), payload_len, |stream| {
+            let flags = buf.flags();
+            let memory = self.encrypt_buffer(flags, payload_len, |stream| {
+                // Formats whose output size the content decides (LiveKit).
+                let keyframe = !flags.contains(gst::BufferFlags::DELTA_UNIT);
+                let framed = common::with_readable(buf, |input| {
+                    stream.encoder.encrypt_frame(&stream.key, input, keyframe)
+                })?;
+                if let Some(framed) = framed {
+                    let framing = stream.framing;
+                    return Ok(framed.and_then(|frame| {
+                        let out = if framing == Framing::Stream && !frame.is_empty() {
+                            let mut record = vec![0u8; framing::LENGTH_LEN];
+                            write_prefix(framing, frame.len(), &mut record)?;
+                            record.extend_from_slice(&frame);
+                            record
+                        } else {
+                            frame
+                        };
+                        let len = out.len();
+                        Ok((gst::Memory::from_mut_slice(out), len))
+                    }));
+                }
                 let max_len = max_sealed_len(&stream.format, stream.framing, payload_len);
                 let sealed = common::with_readable(buf, |input| {
                     common::new_memory(max_len, |out| seal_into(stream, input, out))

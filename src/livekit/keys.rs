@@ -6,8 +6,10 @@
 use std::num::NonZeroU32;
 
 use hkdf::Hkdf;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
+
+use crate::cipher::{Aead, GcmCipher};
 
 /// The ratchet salt LiveKit's clients use unless configured otherwise.
 pub const DEFAULT_RATCHET_SALT: &str = "LKFrameEncryptionKey";
@@ -96,6 +98,70 @@ impl Material {
             function: self.function,
             bytes,
         }
+    }
+}
+
+/// What LiveKit's frame keys are derived with beyond the key: the ratchet salt
+/// and the AES key length (LiveKit's `ratchetSalt` and `keySize`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyParams {
+    pub ratchet_salt: String,
+    /// 16 (AES-128-GCM, LiveKit's default) or 32 bytes.
+    pub key_len: usize,
+}
+
+impl Default for KeyParams {
+    fn default() -> Self {
+        Self {
+            ratchet_salt: DEFAULT_RATCHET_SALT.to_owned(),
+            key_len: 16,
+        }
+    }
+}
+
+/// A frame key: its material (to ratchet from) and the AES-GCM key derived
+/// from it, with what it was derived with.
+pub struct FrameKey {
+    material: Material,
+    params: KeyParams,
+    aead: Aead,
+    /// Identifies the AES key, for the IV registry, without revealing it.
+    fingerprint: [u8; 32],
+}
+
+impl FrameKey {
+    pub fn new(material: Material, params: &KeyParams) -> Self {
+        let key = material.frame_key(params.ratchet_salt.as_bytes(), params.key_len);
+        let fingerprint = Sha256::new()
+            .chain_update(b"streamcrypt livekit iv registry")
+            .chain_update(&*key)
+            .finalize()
+            .into();
+        Self {
+            aead: Aead::gcm(GcmCipher::Aes, &key),
+            material,
+            params: params.clone(),
+            fingerprint,
+        }
+    }
+
+    pub fn aead(&self) -> &Aead {
+        &self.aead
+    }
+
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+
+    /// The key one ratchet step on.
+    pub fn ratcheted(&self) -> FrameKey {
+        let material = self.material.ratchet(self.params.ratchet_salt.as_bytes());
+        FrameKey::new(material, &self.params)
+    }
+
+    /// Whether `other` is the same key (material and parameters).
+    pub fn same_as(&self, other: &FrameKey) -> bool {
+        self.fingerprint == other.fingerprint
     }
 }
 

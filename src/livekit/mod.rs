@@ -262,6 +262,48 @@ impl<'a> SealedFrame<'a> {
     }
 }
 
+/// The IVs of the last frames opened under one key. LiveKit's frames carry no
+/// counter, so a replayed frame is recognised only while its IV is remembered:
+/// the last `size` frames.
+#[derive(Debug, Default)]
+pub struct IvWindow {
+    size: usize,
+    seen: std::collections::HashSet<[u8; IV_LEN]>,
+    order: std::collections::VecDeque<[u8; IV_LEN]>,
+}
+
+impl IvWindow {
+    /// A window of the last `size` IVs; 0 remembers none.
+    pub fn new(size: usize) -> Self {
+        Self {
+            size,
+            ..Self::default()
+        }
+    }
+
+    pub fn contains(&self, iv: &[u8; IV_LEN]) -> bool {
+        self.seen.contains(iv)
+    }
+
+    /// Remembers `iv`, of a frame that authenticated.
+    pub fn record(&mut self, iv: [u8; IV_LEN]) {
+        if self.size == 0 || !self.seen.insert(iv) {
+            return;
+        }
+        self.order.push_back(iv);
+        if self.order.len() > self.size {
+            let oldest = self.order.pop_front().expect("not empty");
+            self.seen.remove(&oldest);
+        }
+    }
+
+    /// Forgets every IV: the application restarted the stream.
+    pub fn reset(&mut self) {
+        self.seen.clear();
+        self.order.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +384,24 @@ mod tests {
         let mut expected = vec![0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x65, 0x88];
         expected.extend(&frame[10..]);
         assert_eq!(opened, expected);
+    }
+
+    #[test]
+    fn the_iv_window_remembers_the_last_ivs() {
+        let iv = |n: u8| [n; IV_LEN];
+        let mut window = IvWindow::new(3);
+        for n in 0..5 {
+            assert!(!window.contains(&iv(n)));
+            window.record(iv(n));
+            assert!(window.contains(&iv(n)));
+        }
+        assert!(!window.contains(&iv(1)), "older than the window");
+        assert!(window.contains(&iv(2)));
+        window.reset();
+        assert!(!window.contains(&iv(4)));
+        let mut off = IvWindow::new(0);
+        off.record(iv(1));
+        assert!(!off.contains(&iv(1)));
     }
 
     #[test]
