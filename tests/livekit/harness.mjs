@@ -13,9 +13,16 @@ async function readStdin() {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/**
+ * Writes the response and exits: LiveKit's worker leaves timers behind (a 2 s watchdog after a
+ * decrypt pipe closes) that would otherwise keep the process alive for nothing.
+ */
+function respond(response, exitCode) {
+  process.stdout.write(`${JSON.stringify(response)}\n`, () => process.exit(exitCode));
+}
+
 function fail(message, exitCode) {
-  process.stdout.write(`${JSON.stringify({ ok: false, error: message })}\n`);
-  process.exitCode = exitCode;
+  respond({ ok: false, error: message }, exitCode);
 }
 
 async function main() {
@@ -39,7 +46,7 @@ async function main() {
     if (e instanceof RequestError) return fail(e.message, 2);
     return fail(`harness failure: ${e.stack ?? e}`, 1);
   }
-  process.stdout.write(`${JSON.stringify(response)}\n`);
+  respond(response, 0);
 }
 
 await main();

@@ -231,9 +231,10 @@ export async function handleFramesRequest(req) {
     const data = parseHex(item.data, `frames[${index}].data`);
     let type;
     if (isVideoCodec(codec)) {
-      type = item.type ?? 'delta';
+      // Required: LiveKit's VP8 rule (and its H.26x fallback) keys on it.
+      type = item.type;
       if (type !== 'key' && type !== 'delta') {
-        throw new RequestError(`frames[${index}].type must be "key" or "delta"`);
+        throw new RequestError(`frames[${index}].type must be "key" or "delta" for a video codec`);
       }
     }
     const frame = {
