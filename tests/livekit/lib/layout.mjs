@@ -6,7 +6,7 @@
 // measurement of this run, and each one is checked against the others (see `consistent`).
 
 import { sampleFrames, pseudoRandomBytes } from './frames.mjs';
-import { CODECS, Session, keyProviderOptions, liveKitVersion, loadLiveKit, toHex } from './livekit-worker.mjs';
+import { CODECS, Session, fixSendCount, keyProviderOptions, liveKitVersion, loadLiveKit, toHex } from './livekit-worker.mjs';
 
 const RAW_KEY = { raw: '00112233445566778899aabbccddeeff' };
 const PASSPHRASE = { passphrase: 'layout passphrase' };
@@ -15,7 +15,6 @@ const SEND_COUNT = 100;
 const SSRC_PLAIN = 0x11223344;
 const SSRC_WITH_ZEROS = 0x00000001; // makes the IV start 00 00 00 01
 
-const hex = (bytes) => toHex(bytes);
 const fromHex = (text) => Uint8Array.from(Buffer.from(text, 'hex'));
 const equal = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
 
@@ -60,13 +59,8 @@ async function newSession(operation, codec, { key = RAW_KEY, keyIndex = KEY_INDE
   return session;
 }
 
-function fixSendCount(value) {
-  const fraction = (value + 0.5) / 0xffff;
-  Math.random = () => fraction;
-}
-
 /** Encrypts with LiveKit, decrypts with LiveKit, and measures the frame's layout. */
-async function measureFrame(codec, sample, { ssrc, timestamp, sendCount, encoder, decoder }) {
+async function measureFrame(sample, { ssrc, timestamp, sendCount, encoder, decoder }) {
   const input = sample.data;
   const record = await encoder.processFrame({ data: input, type: sample.type, timestamp, ssrc });
   const fact = { frame: sample.name, type: sample.type, inputLength: input.length };
@@ -91,7 +85,7 @@ async function measureFrame(codec, sample, { ssrc, timestamp, sendCount, encoder
   fact.clearHeaderIsAdditionalData = equal(out.subarray(0, aad.length), aad);
   fact.clearHeaderEqualsInputPrefix = equal(aad, input.subarray(0, fact.clearBytesOfInput));
   if (!fact.clearHeaderEqualsInputPrefix) {
-    fact.clearHeaderChange = `${fact.clearBytesOfInput} input bytes became ${aad.length}: ${hex(input.subarray(0, fact.clearBytesOfInput))} -> ${hex(aad)}`;
+    fact.clearHeaderChange = `${fact.clearBytesOfInput} input bytes became ${aad.length}: ${toHex(input.subarray(0, fact.clearBytesOfInput))} -> ${toHex(aad)}`;
   }
   const body = out.subarray(aad.length);
   const unescaped = removeEmulationPrevention(body);
@@ -101,7 +95,7 @@ async function measureFrame(codec, sample, { ssrc, timestamp, sendCount, encoder
   fact.bodyParses = readable.length === expectedBodyLength;
   fact.ciphertextLength = call.plaintextLength + 16;
   fact.gcmTagBytes = 16;
-  fact.trailerIv = hex(readable.subarray(readable.length - 14, readable.length - 2));
+  fact.trailerIv = toHex(readable.subarray(readable.length - 14, readable.length - 2));
   fact.trailerIvIsTheIv = equal(readable.subarray(readable.length - 14, readable.length - 2), iv);
   fact.trailerIvLengthByte = out[out.length - 2];
   fact.trailerKeyIndexByte = out[out.length - 1];
@@ -122,7 +116,7 @@ async function measureFrame(codec, sample, { ssrc, timestamp, sendCount, encoder
     fact.receiverDecryptCalls = (back.cryptoCalls ?? []).filter((c) => c.op === 'decrypt').length;
     if (back.logs?.length) fact.receiverLogs = back.logs.map((l) => `${l.level}: ${l.msg}`);
   } else if (!fact.decryptsToSentPlaintext) {
-    fact.decryptsTo = hex(back.output);
+    fact.decryptsTo = toHex(back.output);
   }
   return fact;
 }
@@ -139,7 +133,7 @@ async function codecLayout(codec) {
     let counter = SEND_COUNT;
     let timestamp = 90000;
     for (const sample of sampleFrames(codec)) {
-      const fact = await measureFrame(codec, sample, { ssrc, timestamp, sendCount: counter, encoder, decoder });
+      const fact = await measureFrame(sample, { ssrc, timestamp, sendCount: counter, encoder, decoder });
       fact.ssrc = label;
       facts.push(fact);
       counter += 1;

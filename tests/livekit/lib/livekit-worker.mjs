@@ -150,70 +150,68 @@ class ObservedTransformStream extends NativeTransformStream {
   }
 }
 
+// Key derivation: parameters only (salt as text, hash, iterations, info length), never keys.
+function describeKdf(algorithm) {
+  const params = { name: algorithm.name, hash: algorithm.hash };
+  if (algorithm.salt) params.salt = Buffer.from(viewBytes(algorithm.salt)).toString('latin1');
+  if (algorithm.iterations !== undefined) params.iterations = algorithm.iterations;
+  if (algorithm.info !== undefined) {
+    const info = viewBytes(algorithm.info);
+    params.info = info.every((b) => b === 0) ? `${info.length} zero bytes` : toHex(info);
+  }
+  return params;
+}
+
+/** What each observed WebCrypto call records about its arguments (and result). */
+const OBSERVED_SUBTLE_CALLS = {
+  encrypt: (algorithm, key, data) => ({
+    iv: toHex(viewBytes(algorithm.iv)),
+    additionalData: toHex(viewBytes(algorithm.additionalData)),
+    plaintextLength: viewBytes(data).byteLength,
+  }),
+  decrypt: (algorithm, key, data) => ({
+    iv: toHex(viewBytes(algorithm.iv)),
+    additionalData: toHex(viewBytes(algorithm.additionalData)),
+    ciphertextLength: viewBytes(data).byteLength,
+  }),
+  deriveKey: (algorithm, baseKey, derivedKeyType) => ({
+    from: baseKey.algorithm.name,
+    params: describeKdf(algorithm),
+    derived: `${derivedKeyType.name}-${derivedKeyType.length}`,
+  }),
+  deriveBits: (algorithm, baseKey, length) => ({
+    from: baseKey.algorithm.name,
+    params: describeKdf(algorithm),
+    bits: length,
+  }),
+};
+
+/** Records each observed call into the current step, then runs it unchanged. */
 function observeSubtleCrypto() {
   const subtle = globalThis.crypto.subtle;
-  const encrypt = subtle.encrypt.bind(subtle);
-  const decrypt = subtle.decrypt.bind(subtle);
-  subtle.encrypt = async (algorithm, key, data) => {
-    const call = {
-      op: 'encrypt',
-      iv: toHex(viewBytes(algorithm.iv)),
-      additionalData: toHex(viewBytes(algorithm.additionalData)),
-      plaintextLength: viewBytes(data).byteLength,
+  for (const [op, describe] of Object.entries(OBSERVED_SUBTLE_CALLS)) {
+    const original = subtle[op].bind(subtle);
+    subtle[op] = async (...args) => {
+      const call = { op, ...describe(...args), ok: false };
+      sinkPush('cryptoCalls', call);
+      const result = await original(...args);
+      call.ok = true;
+      if (op === 'deriveBits') {
+        // Tells ratchet results apart (same input material -> same result) without showing them.
+        call.resultFingerprint = toHex(new Uint8Array(await subtle.digest('SHA-256', result)).subarray(0, 4));
+      }
+      return result;
     };
-    sinkPush('cryptoCalls', call);
-    const out = await encrypt(algorithm, key, data);
-    call.ok = true;
-    return out;
-  };
-  // Key derivation: parameters only (salt as text, hash, iterations, info length), never keys.
-  const describeKdf = (algorithm) => {
-    const params = { name: algorithm.name, hash: algorithm.hash };
-    if (algorithm.salt) params.salt = Buffer.from(viewBytes(algorithm.salt)).toString('latin1');
-    if (algorithm.iterations !== undefined) params.iterations = algorithm.iterations;
-    if (algorithm.info !== undefined) {
-      const info = viewBytes(algorithm.info);
-      params.info = info.every((b) => b === 0) ? `${info.length} zero bytes` : toHex(info);
-    }
-    return params;
-  };
-  const deriveKey = subtle.deriveKey.bind(subtle);
-  const deriveBits = subtle.deriveBits.bind(subtle);
-  subtle.deriveKey = async (algorithm, baseKey, derivedKeyType, ...rest) => {
-    sinkPush('cryptoCalls', {
-      op: 'deriveKey',
-      from: baseKey.algorithm.name,
-      params: describeKdf(algorithm),
-      derived: `${derivedKeyType.name}-${derivedKeyType.length}`,
-    });
-    return deriveKey(algorithm, baseKey, derivedKeyType, ...rest);
-  };
-  subtle.deriveBits = async (algorithm, baseKey, length) => {
-    const call = {
-      op: 'deriveBits',
-      from: baseKey.algorithm.name,
-      params: describeKdf(algorithm),
-      bits: length,
-    };
-    sinkPush('cryptoCalls', call);
-    const bits = await deriveBits(algorithm, baseKey, length);
-    // Tells ratchet results apart (same input material -> same result) without showing them.
-    call.resultFingerprint = toHex(new Uint8Array(await subtle.digest('SHA-256', bits)).subarray(0, 4));
-    return bits;
-  };
-  subtle.decrypt = async (algorithm, key, data) => {
-    const call = {
-      op: 'decrypt',
-      iv: toHex(viewBytes(algorithm.iv)),
-      additionalData: toHex(viewBytes(algorithm.additionalData)),
-      ciphertextLength: viewBytes(data).byteLength,
-      ok: false,
-    };
-    sinkPush('cryptoCalls', call);
-    const out = await decrypt(algorithm, key, data);
-    call.ok = true;
-    return out;
-  };
+  }
+}
+
+/**
+ * LiveKit starts each SSRC's IV send counter at floor(Math.random() * 0xffff); fixing it makes
+ * the IVs, and so the output, reproducible.
+ */
+export function fixSendCount(sendCount) {
+  const fraction = (sendCount + 0.5) / 0xffff;
+  Math.random = () => fraction;
 }
 
 let workerOnMessage;

@@ -5,6 +5,7 @@
 
 import {
   Session,
+  fixSendCount,
   liveKitVersion,
   isVideoCodec,
   keyProviderOptions,
@@ -164,10 +165,7 @@ export async function handleFramesRequest(req) {
     if (!Number.isInteger(req.sendCount) || req.sendCount < 0 || req.sendCount >= 0xffff) {
       throw new RequestError('sendCount must be an integer 0..65534');
     }
-    // LiveKit starts each SSRC's send counter at floor(Math.random() * 0xffff); fixing it makes
-    // the IVs, and so the output, reproducible.
-    const fraction = (req.sendCount + 0.5) / 0xffff;
-    Math.random = () => fraction;
+    fixSendCount(req.sendCount);
   }
   const timestampStep = isVideoCodec(codec) ? 3000 : 960;
 
