@@ -331,6 +331,22 @@ fn setting_the_offset_restarts_the_count() {
     assert_eq!(packets[0].descriptor.picture_id, Some((500, true)));
 }
 
+/// A stream started again counts from `picture-id-offset` again.
+#[test]
+fn a_restart_counts_from_the_offset_again() {
+    let (mut h, _bus) = payloader("picture-id-offset=10");
+    for i in 0..3 {
+        payload_frame(&mut h, frame(vec![1; 50], i, i == 0, false));
+    }
+    let element = h.element().unwrap();
+    element.set_state(gst::State::Null).unwrap();
+    element.set_state(gst::State::Playing).unwrap();
+    assert!(h.push_event(gst::event::StreamStart::new("restarted")));
+    h.set_src_caps_str("video/x-vp8");
+    let packets = payload_frame(&mut h, frame(vec![1; 50], 0, true, false));
+    assert_eq!(packets[0].descriptor.picture_id, Some((10, true)));
+}
+
 /// Frames that never came (a GAP event, a flush) leave a PictureID out, so
 /// that receivers see the loss.
 #[test]
@@ -448,18 +464,41 @@ fn keyframe_requests_reach_the_encoder() {
 
 // --- Against GStreamer's own rtpvp8depay and vp8dec ------------------------
 
+/// A pipeline from a gst-launch description.
+fn launch(description: &str) -> gst::Pipeline {
+    common::init();
+    gst::parse::launch(description)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap()
+}
+
+/// The `appsrc name=src` of `pipeline`, if it has one.
+fn app_src(pipeline: &gst::Pipeline) -> Option<gst_app::AppSrc> {
+    Some(pipeline.by_name("src")?.downcast().unwrap())
+}
+
+/// The `appsink name=sink` of `pipeline`.
+fn app_sink(pipeline: &gst::Pipeline) -> gst_app::AppSink {
+    pipeline.by_name("sink").unwrap().downcast().unwrap()
+}
+
+/// Pushes `frames` into `src`, then EOS.
+fn feed(src: &gst_app::AppSrc, frames: &[gst::Buffer]) {
+    for f in frames {
+        src.push_buffer(f.clone()).unwrap();
+    }
+    src.end_of_stream().unwrap();
+}
+
 /// `count` VP8 frames of a busy test picture (some over any small MTU), a
 /// keyframe every 15 frames, and their caps.
 fn encoded_frames(count: u32) -> (Vec<gst::Buffer>, gst::Caps) {
-    common::init();
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch(&format!(
         "videotestsrc num-buffers={count} pattern=smpte ! \
          video/x-raw,width=320,height=240,framerate=30/1 ! \
          vp8enc keyframe-max-dist=15 ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let samples = run_to_eos(&pipeline, &[]);
     let caps = samples[0].caps_owned().unwrap();
     let frames: Vec<_> = samples.iter().map(|s| s.buffer_owned().unwrap()).collect();
@@ -475,18 +514,10 @@ fn encoded_frames(count: u32) -> (Vec<gst::Buffer>, gst::Caps) {
 /// Plays `pipeline` (whose `appsrc name=src`, if any, gets `frames`) to EOS
 /// and returns what its `appsink name=sink` got; panics on an error or a warning.
 fn run_to_eos(pipeline: &gst::Pipeline, frames: &[gst::Buffer]) -> Vec<gst::Sample> {
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = app_sink(pipeline);
     pipeline.set_state(gst::State::Playing).unwrap();
-    if let Some(src) = pipeline.by_name("src") {
-        let src = src.downcast::<gst_app::AppSrc>().unwrap();
-        for f in frames {
-            src.push_buffer(f.clone()).unwrap();
-        }
-        src.end_of_stream().unwrap();
+    if let Some(src) = app_src(pipeline) {
+        feed(&src, frames);
     }
     let samples: Vec<_> = std::iter::from_fn(|| sink.pull_sample().ok()).collect();
     let messages = drain(&pipeline.bus().unwrap());
@@ -500,13 +531,9 @@ fn run_to_eos(pipeline: &gst::Pipeline, frames: &[gst::Buffer]) -> Vec<gst::Samp
 
 /// `appsrc ! {chain} ! appsink` over `frames`: the buffers that came out.
 fn through(frames: &[gst::Buffer], caps: &gst::Caps, chain: &str) -> Vec<gst::Sample> {
-    common::init();
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch(&format!(
         "appsrc name=src format=time caps=\"{caps}\" ! {chain} ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     run_to_eos(&pipeline, frames)
 }
 
@@ -601,41 +628,23 @@ fn rtpvp8depay_needs_only_the_clear_bytes() {
 fn frames_cross_udp_loopback() {
     let (frames, caps) = encoded_frames(45);
     common::init();
-    let receiver = gst::parse::launch(
+    let receiver = launch(
         "udpsrc address=127.0.0.1 port=0 name=udp \
          caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=VP8,payload=96\" ! \
          rtpvp8depay ! appsink name=sink sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    );
     receiver.set_state(gst::State::Playing).unwrap();
     let port = receiver.by_name("udp").unwrap().property::<i32>("port");
     assert_ne!(port, 0);
 
-    let sender = gst::parse::launch(&format!(
+    let sender = launch(&format!(
         "appsrc name=src format=time caps=\"{caps}\" ! streamcryptrtpvp8pay mtu=200 ! \
          udpsink host=127.0.0.1 port={port} sync=true"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     sender.set_state(gst::State::Playing).unwrap();
-    let src = sender
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    for f in &frames {
-        src.push_buffer(f.clone()).unwrap();
-    }
-    src.end_of_stream().unwrap();
+    feed(&app_src(&sender).unwrap(), &frames);
 
-    let sink = receiver
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = app_sink(&receiver);
     let mut received = Vec::new();
     while received.len() < frames.len() {
         match sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
@@ -643,20 +652,31 @@ fn frames_cross_udp_loopback() {
             None => break,
         }
     }
-    sender
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(10),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .filter(|m| m.type_() == gst::MessageType::Eos)
-        .expect("the sender ends with EOS");
-    let sender_messages = drain(&sender.bus().unwrap());
+    // Every message of the sender up to its EOS (or error).
+    let sender_bus = sender.bus().unwrap();
+    let mut sender_messages = Vec::new();
+    while let Some(message) = sender_bus.timed_pop(gst::ClockTime::from_seconds(10)) {
+        let end = matches!(
+            message.type_(),
+            gst::MessageType::Eos | gst::MessageType::Error
+        );
+        sender_messages.push(message);
+        if end {
+            break;
+        }
+    }
     let receiver_messages = drain(&receiver.bus().unwrap());
     sender.set_state(gst::State::Null).unwrap();
     receiver.set_state(gst::State::Null).unwrap();
-    assert!(first_error(&receiver_messages).is_none());
+    if let Some(err) = first_error(&sender_messages).or(first_error(&receiver_messages)) {
+        panic!("pipeline error: {err}");
+    }
+    assert!(
+        sender_messages
+            .last()
+            .is_some_and(|m| m.type_() == gst::MessageType::Eos),
+        "the sender did not reach EOS"
+    );
     assert_eq!(warnings(&sender_messages), Vec::<String>::new());
     assert_eq!(warnings(&receiver_messages), Vec::<String>::new());
 
