@@ -109,14 +109,11 @@ impl StreamCryptRtpVp8Pay {
             let mut out = obj.allocate_output_buffer(packet.descriptor.encoded_len() as u32, 0, 0);
             let out_mut = out.get_mut().unwrap();
             {
-                let mut rtp = gst_rtp::RTPBuffer::from_buffer_writable(out_mut).map_err(|err| {
-                    gst::error!(CAT, imp = self, "cannot map an RTP packet: {err}");
-                    gst::FlowError::Error
-                })?;
-                let payload = rtp.payload_mut().map_err(|err| {
-                    gst::error!(CAT, imp = self, "no payload in an RTP packet: {err}");
-                    gst::FlowError::Error
-                })?;
+                let mut rtp = gst_rtp::RTPBuffer::from_buffer_writable(out_mut)
+                    .map_err(|err| self.failed("cannot map a new RTP packet", err))?;
+                let payload = rtp
+                    .payload_mut()
+                    .map_err(|err| self.failed("no payload in a new RTP packet", err))?;
                 packet.descriptor.write(payload);
                 rtp.set_marker(packet.marker);
             }
@@ -135,14 +132,18 @@ impl StreamCryptRtpVp8Pay {
             // The frame's memory is shared, not copied.
             let slice = frame
                 .copy_region(gst::BufferCopyFlags::MEMORY, packet.frame_range)
-                .map_err(|err| {
-                    gst::error!(CAT, imp = self, "cannot take a slice of the frame: {err}");
-                    gst::FlowError::Error
-                })?;
+                .map_err(|err| self.failed("cannot take a slice of the frame", err))?;
             out.append(slice);
             list_mut.add(out);
         }
         Ok(list)
+    }
+
+    /// Posts an error for a step that only fails when GStreamer itself does
+    /// (out of memory, a broken buffer), and stops the stream.
+    fn failed(&self, what: &str, err: glib::BoolError) -> gst::FlowError {
+        gst::element_imp_error!(self, gst::CoreError::Failed, ["{what}: {err}"]);
+        gst::FlowError::Error
     }
 
     /// The metas that still mean something on a packet, as RTP payloaders
