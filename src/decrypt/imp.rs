@@ -26,7 +26,9 @@ use crate::key_requests::{self, Held, RequestGate};
 use crate::keyring::{KeyRing, Trust};
 use crate::keys::{KeyError, KeyText, read_key_file};
 use crate::mode::{Framing, Mode};
-use crate::sframe::{CipherSuite, FrameError, Header, MAX_OVERHEAD, ParsedFrame, ReplayWindow};
+use crate::sframe::{
+    CipherSuite, FrameError, Header, MAX_OVERHEAD, ParsedFrame, Replay, ReplayWindow,
+};
 use crate::sniff;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -41,6 +43,10 @@ const DEFAULT_REPLAY_WINDOW: u32 = 128;
 const DEFAULT_MAX_KEYS: u32 = 16;
 /// At most one drop warning per this interval; the others are counted in it.
 const WARNING_INTERVAL: Duration = Duration::from_secs(1);
+/// Frames in a row too old for the replay window, with none decrypted between,
+/// that say a sender went back (restarted with the same key and KID) rather
+/// than the network reordering a few.
+const TOO_OLD_RUN: u64 = 16;
 
 #[derive(Debug)]
 struct Settings {
@@ -134,6 +140,8 @@ struct Running {
     plaintext: Option<String>,
     /// An error stopped the stream (`on-error=fail`): it said all there is.
     failed: bool,
+    /// Frames dropped in a row as older than the replay window.
+    too_old_run: u64,
 }
 
 impl Running {
@@ -828,6 +836,7 @@ impl BaseTransformImpl for StreamDecrypt {
             requests: RequestGate::default(),
             plaintext: None,
             failed: false,
+            too_old_run: 0,
         };
         let mut state = self.state.lock().unwrap();
         state.ring.set_capacity(settings.max_keys as usize, None);
@@ -945,6 +954,25 @@ impl BaseTransformImpl for StreamDecrypt {
         common::answer_scheduling(direction, query)
             || (byte_stream && common::refuse_byte_seeking(query))
             || BaseTransformImplExt::parent_query(self, direction, query)
+    }
+
+    fn src_event(&self, event: gst::Event) -> bool {
+        // A demuxer seeking to a byte offset of the decrypted stream (from its
+        // index) would land upstream where no record starts: refuse it, and the
+        // stream goes on where it was.
+        if let gst::EventView::Seek(seek) = event.view()
+            && seek.get().3.format() == gst::Format::Bytes
+            && self.settings.lock().unwrap().keys.framing == Framing::Stream
+        {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "seek in bytes refused: byte offsets of the decrypted stream do not map \
+                 onto the encrypted one"
+            );
+            return false;
+        }
+        self.parent_src_event(event)
     }
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
@@ -1379,13 +1407,46 @@ impl StreamDecrypt {
                 ),
             ));
         }
-        if let Err(replay) = key.replay.lock().unwrap().check(ctr) {
+        let checked = {
+            let replay = key.replay.lock().unwrap();
+            replay.check(ctr).map_err(|why| (why, replay.highest()))
+        };
+        if let Err((why, highest)) = checked {
+            if why == Replay::TooOld {
+                self.count_too_old(kid, ctr, highest);
+            }
             return Err((
                 DropReason::Replay,
-                format!("KID {kid} counter {ctr}: {replay:?}"),
+                format!("KID {kid} counter {ctr}: {why:?}"),
             ));
         }
         Ok((key, header))
+    }
+
+    /// A frame older than the replay window: a few are the network reordering;
+    /// a long run with nothing decrypted between is a sender that went back,
+    /// restarted with the same key and KID. Its frames are refused (they
+    /// cannot be told from replays): say why, once per run.
+    fn count_too_old(&self, kid: u64, ctr: u64, highest: Option<u64>) {
+        let run = {
+            let mut state = self.state.lock().unwrap();
+            let Some(running) = state.running.as_mut() else {
+                return;
+            };
+            running.too_old_run += 1;
+            running.too_old_run
+        };
+        if run == TOO_OLD_RUN {
+            let newest = highest.map_or("none".to_owned(), |h| h.to_string());
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Decrypt,
+                ("{run} frames in a row under KID {kid} come from before the replay window \
+                     (counter {ctr}; the newest seen is {newest}): was the sender restarted \
+                     with the same key and KID? Such frames cannot be told from replays and \
+                     are refused: give each run of a sender its own KID (or a new key)")
+            );
+        }
     }
 
     /// After decrypting an SFrame: record its counter if it authenticated (and
@@ -1515,6 +1576,9 @@ impl StreamDecrypt {
             stats.buffers_out += 1;
             stats.bytes_out += len as u64;
             stats.kid = Some(kid);
+            if let Some(running) = running.as_mut() {
+                running.too_old_run = 0;
+            }
             let previous = running.as_mut().and_then(|r| r.current_kid.replace(kid));
             match previous {
                 Some(previous) if previous != kid => {

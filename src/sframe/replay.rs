@@ -58,6 +58,11 @@ impl ReplayWindow {
         }
     }
 
+    /// The newest counter recorded, if any.
+    pub fn highest(&self) -> Option<u64> {
+        self.highest
+    }
+
     /// Forgets every counter seen: for a stream the application restarts or
     /// seeks in, where earlier frames legitimately come again.
     pub fn reset(&mut self) {

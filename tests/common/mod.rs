@@ -257,3 +257,124 @@ pub fn gst_command(program: &str, scratch: &Path) -> Command {
         .env_remove("GST_DEBUG");
     command
 }
+
+// Bounded waits for pipelines with streaming threads of their own: a pipeline
+// that hangs fails its test instead of holding CI.
+
+/// The longest any one wait on a pipeline may take.
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until `done` holds; panics naming `what` after `TIMEOUT`.
+pub fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    wait_until_or(what, done, String::new);
+}
+
+/// `wait_until`, adding what `context` says then to the panic message.
+pub fn wait_until_or(what: &str, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {TIMEOUT:?} waiting for {what}; {}",
+            context()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Pops the messages on `bus` up to and including the first EOS or error;
+/// panics after `TIMEOUT` without either.
+pub fn messages_until_end(bus: &gst::Bus) -> Vec<gst::Message> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut messages = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some(message) = bus.timed_pop(gst::ClockTime::from_nseconds(left.as_nanos() as u64))
+        else {
+            panic!("no EOS or error within {TIMEOUT:?}; messages so far: {messages:?}");
+        };
+        let end = matches!(
+            message.view(),
+            gst::MessageView::Eos(_) | gst::MessageView::Error(_)
+        );
+        messages.push(message);
+        if end {
+            return messages;
+        }
+    }
+}
+
+/// What an appsink received, gathered by its callbacks as it arrives, so that
+/// tests can wait for a count or for EOS with a bound.
+#[derive(Default)]
+pub struct Received {
+    samples: std::sync::Mutex<Vec<gst::Sample>>,
+    eos: std::sync::atomic::AtomicBool,
+}
+
+impl Received {
+    /// Collects what `sink` receives from now on (replacing its callbacks).
+    pub fn attach(sink: &gst_app::AppSink) -> std::sync::Arc<Self> {
+        let received = std::sync::Arc::new(Self::default());
+        let (on_sample, on_eos) = (received.clone(), received.clone());
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    on_sample.samples.lock().unwrap().push(sample);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .eos(move |_| on_eos.eos.store(true, std::sync::atomic::Ordering::SeqCst))
+                .build(),
+        );
+        received
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn samples(&self) -> Vec<gst::Sample> {
+        self.samples.lock().unwrap().clone()
+    }
+
+    pub fn buffers(&self) -> Vec<gst::Buffer> {
+        self.samples()
+            .iter()
+            .map(|sample| sample.buffer_owned().unwrap())
+            .collect()
+    }
+
+    pub fn wait_for(&self, count: usize) {
+        wait_until(&format!("{count} buffers out"), || self.len() >= count);
+    }
+
+    pub fn wait_for_eos(&self) {
+        wait_until("EOS", || self.eos.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}
+
+/// The next sample `sink` receives; `None` at EOS. Panics when an error
+/// reaches `bus` first, or after `TIMEOUT`.
+pub fn next_sample(sink: &gst_app::AppSink, bus: &gst::Bus) -> Option<gst::Sample> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(20)) {
+            return Some(sample);
+        }
+        if sink.is_eos() {
+            return None;
+        }
+        if let Some(error) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            panic!("error instead of a sample: {error:?}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sample and no EOS within {TIMEOUT:?}"
+        );
+    }
+}
