@@ -17,15 +17,18 @@ pub mod keyring;
 pub mod keys;
 pub mod livekit;
 pub mod mode;
+pub mod rtp_vp8;
 pub mod sframe;
 pub mod sniff;
 #[cfg(test)]
 mod test_util;
+pub mod vp8pay;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     encrypt::register(plugin)?;
     decrypt::register(plugin)?;
     hlssink::register(plugin)?;
+    vp8pay::register(plugin)?;
     Ok(())
 }
 
