@@ -223,7 +223,10 @@ impl Running {
             auth_failures: AtomicU64::new(0),
             max_auth_failures,
             consecutive_failures: AtomicU64::new(0),
-            failure_tolerance: self.failure_tolerance,
+            // LiveKit's rule; SFrame keys are retired by `max_auth_failures`.
+            failure_tolerance: self
+                .failure_tolerance
+                .filter(|_| self.format == Format::Livekit),
             on_probation: AtomicBool::new(trust == Trust::Probation),
             ratchets: Mutex::new(Vec::new()),
         })
