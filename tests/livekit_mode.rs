@@ -283,3 +283,24 @@ fn a_passphrase_and_a_key_the_last_set_wins() {
     );
     let _ = element.set_state(gst::State::Null);
 }
+
+#[test]
+fn byte_streams_of_livekit_frames_round_trip() {
+    let enc = make(&format!(
+        "streamencrypt mode=livekit framing=stream key={KEY}"
+    ));
+    let dec = make(&format!(
+        "streamdecrypt mode=livekit framing=stream key={KEY} on-error=fail"
+    ));
+    let pipeline = AppPipeline::new(&[&enc, &dec]);
+    pipeline
+        .src
+        .set_caps(Some(&gst::Caps::builder("video/x-vp9").build()));
+    let out = pipeline.run((0..20).map(|i| buffer(&payload(i), true)));
+    let got: Vec<u8> = out
+        .iter()
+        .flat_map(|b| b.map_readable().unwrap().to_vec())
+        .collect();
+    let sent: Vec<u8> = (0..20).flat_map(payload).collect();
+    assert_eq!(got, sent);
+}

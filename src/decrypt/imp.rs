@@ -1397,11 +1397,16 @@ impl StreamDecrypt {
     fn decrypt_record(&self, record: &OwnedRecord) -> Result<Option<gst::Buffer>, gst::FlowError> {
         let input = &record.bytes[..];
         let format = self.count_input(input.len())?;
-        let mut outbuf = gst::Buffer::with_size(self.max_decrypted_len(input.len()))
-            .map_err(|_| gst::FlowError::Error)?;
+        let mut outbuf = match format {
+            // Decrypted into a memory of its own, as buffers are.
+            Format::Livekit => gst::Buffer::from_slice(record.bytes.clone()),
+            _ => gst::Buffer::with_size(self.max_decrypted_len(input.len()))
+                .map_err(|_| gst::FlowError::Error)?,
+        };
         let outbuf_mut = outbuf.get_mut().expect("new buffer");
         let decrypted = match format {
             Format::Sframe(suite) => self.open_sframe(suite, input, outbuf_mut),
+            Format::Livekit => self.open_livekit_buffer(outbuf_mut)?,
             _ => match outbuf_mut.map_writable() {
                 Ok(mut output) => self.open_by_trial(input, &mut output),
                 Err(_) => Err((DropReason::Malformed, "cannot map output".into())),
