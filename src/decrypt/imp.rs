@@ -1102,20 +1102,19 @@ impl BaseTransformImpl for StreamDecrypt {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        let mut state = self.state.lock().unwrap();
-        if let Some(running) = state.running.as_mut()
-            && running.format == Format::Livekit
-        {
-            match common::livekit_codec(incaps) {
-                Ok(codec) => running.codec = Some(codec),
-                Err(why) => {
-                    drop(state);
-                    gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{why}"));
-                    return Err(gst::loggable_error!(CAT, "{why}"));
-                }
+        let livekit = self
+            .state
+            .lock()
+            .unwrap()
+            .running
+            .as_ref()
+            .is_some_and(|running| running.format == Format::Livekit);
+        if livekit {
+            let codec = common::livekit_codec(self, incaps)?;
+            if let Some(running) = self.state.lock().unwrap().running.as_mut() {
+                running.codec = Some(codec);
             }
         }
-        drop(state);
         common::set_caps(self, &self.input, incaps, outcaps)
     }
 
