@@ -304,3 +304,25 @@ fn byte_streams_of_livekit_frames_round_trip() {
     let sent: Vec<u8> = (0..20).flat_map(payload).collect();
     assert_eq!(got, sent);
 }
+
+#[test]
+fn an_unknown_key_index_is_asked_for_whatever_the_clear_header_shows() {
+    // An H.264 frame starts with a start code in the clear: that is no reason to
+    // take it for plaintext and ask for nothing (sender-first rotation).
+    let (caps, frame, keyframe, _) = frames().remove(3);
+    let (mut enc, _) = harness_with(
+        &format!("streamencrypt mode=livekit key={KEY} key-id=9"),
+        caps,
+    );
+    let dec = make("streamdecrypt mode=livekit on-error=fail");
+    dec.connect("request-key", false, |args| {
+        assert_eq!(args[1].get::<u64>().unwrap(), 9);
+        Some(Some(KEY.to_owned()).to_value())
+    });
+    let mut dec = gst_check::Harness::with_element(&dec, Some("sink"), Some("src"));
+    dec.set_src_caps_str(caps);
+    let sealed = enc.push_and_pull(buffer(&frame, keyframe)).unwrap();
+    let opened = dec.push_and_pull(sealed).unwrap();
+    assert_eq!(opened.map_readable().unwrap().as_slice(), frame);
+    assert_eq!(stat(&dec.element().unwrap(), "key-requests"), 1);
+}

@@ -1547,7 +1547,7 @@ impl StreamDecrypt {
             Err(e) => return Err(not_an_sframe(e.to_string())),
         };
         let (kid, ctr) = (header.kid, header.ctr);
-        let key = self.key_for(kid, input)?;
+        let key = self.key_for(kid, Some(input))?;
         let checked = {
             let replay = key.replay.lock().unwrap();
             replay.check(ctr).map_err(|why| (why, replay.highest()))
@@ -1565,21 +1565,24 @@ impl StreamDecrypt {
     }
 
     /// The key a frame names by `kid`, asking the application for an unknown
-    /// one, unless it was retired or taken as invalid; `input` is the frame, for
-    /// saying what it is when it names a key that does not exist.
-    fn key_for(&self, kid: u64, input: &[u8]) -> Result<Arc<LiveKey>, Rejection> {
+    /// one, unless it was retired or taken as invalid. `opaque` is the frame
+    /// when all of it should look random (SFrame), for saying what it is when
+    /// it names a key that does not exist.
+    fn key_for(&self, kid: u64, opaque: Option<&[u8]>) -> Result<Arc<LiveKey>, Rejection> {
         let live = self.state.lock().unwrap().live_key(kid);
         let key = match live {
             Some(key) => key,
             None => {
                 // Plaintext read as an encrypted frame names a random KID: say
                 // what it is, and ask nobody for that key.
-                if let Some(hint) = sniff::plaintext_hint(input) {
-                    let detail = format!("its bytes read as KID {kid}, which has no key");
-                    return Err(self.explain((DropReason::Malformed, detail), || Some(hint)));
-                }
-                if let Some(rejection) = stream_header_rejection(input) {
-                    return Err(rejection);
+                if let Some(input) = opaque {
+                    if let Some(hint) = sniff::plaintext_hint(input) {
+                        let detail = format!("its bytes read as KID {kid}, which has no key");
+                        return Err(self.explain((DropReason::Malformed, detail), || Some(hint)));
+                    }
+                    if let Some(rejection) = stream_header_rejection(input) {
+                        return Err(rejection);
+                    }
                 }
                 self.request_key(kid).map_err(|held| {
                     let why = match held {
@@ -1716,7 +1719,8 @@ impl StreamDecrypt {
             })
         })?;
         let kid = u64::from(sealed.key_index);
-        let key = self.key_for(kid, frame)?;
+        // The codec's header is in the clear: the frame does not look random.
+        let key = self.key_for(kid, None)?;
         if key.recent_ivs.lock().unwrap().contains(&sealed.iv) {
             return Err((
                 DropReason::Replay,
