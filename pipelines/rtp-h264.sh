@@ -5,9 +5,9 @@
 # first slice's header; the rest is AES-GCM ciphertext, escaped so that no start code
 # appears in it, so the payloaders see well-formed NAL units. What must hold for the
 # clear part, which is authenticated, to arrive unchanged:
-# - key-id other than 0: the frame ends with the key index, and rtph264pay drops
-#   trailing zero bytes of a NAL unit (they are not part of it in H.264), so key
-#   index 0 arrives without its last byte and no frame opens;
+# - (key index 0, LiveKit's default, as here: the frame ends with the key index,
+#   and rtph264pay drops trailing zero bytes of a NAL unit, so key index 0
+#   arrives without its last byte; streamdecrypt puts it back);
 # - rtph264pay config-interval=0 (the default): with SPS/PPS inserted before every
 #   IDR, the IDR frames no longer authenticate; likewise sprop-parameter-sets in the
 #   receiver's caps make rtph264depay put SPS/PPS before the first frame.
@@ -29,7 +29,7 @@ sender() {
       ! video/x-raw,width=$WIDTH,height=$HEIGHT,framerate=30/1 \
       ! openh264enc gop-size=30 ! h264parse ! $ACCESS_UNITS ! tee name=encoded \
       encoded. ! queue ! avdec_h264 ! filesink location="$OUT/reference.yuv" \
-      encoded. ! queue ! streamencrypt mode=livekit key=$KEY key-id=1 \
+      encoded. ! queue ! streamencrypt mode=livekit key=$KEY key-id=0 \
       ! rtph264pay ! udpsink host=127.0.0.1 port=$PORT
 }
 
@@ -37,7 +37,7 @@ receiver() {
     exec gst-launch-1.0 -e -q udpsrc address=127.0.0.1 port=$PORT \
         caps="application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload=96" \
       ! rtpjitterbuffer ! rtph264depay ! $ACCESS_UNITS \
-      ! streamdecrypt mode=livekit key=$KEY key-id=1 on-error=fail \
+      ! streamdecrypt mode=livekit key=$KEY key-id=0 on-error=fail \
       ! h264parse ! avdec_h264 ! filesink location="$OUT/decrypted.yuv" buffer-mode=unbuffered
 }
 
