@@ -512,15 +512,23 @@ pub fn ratchet_signal<T: KeyedElement>() -> glib::subclass::Signal {
         .build()
 }
 
-/// The codec LiveKit's frames are laid out for, from the caps' first structure.
-pub fn livekit_codec(caps: &gst::CapsRef) -> Result<MediaCodec, UnsupportedCaps> {
-    let Some(structure) = caps.structure(0) else {
-        return Err(UnsupportedCaps("empty caps".into()));
+/// The codec LiveKit's frames are laid out for, from the caps' first
+/// structure; caps that name none are a negotiation error, posted by `imp`.
+pub fn livekit_codec<T: KeyedElement>(
+    imp: &T,
+    caps: &gst::CapsRef,
+) -> Result<MediaCodec, gst::LoggableError> {
+    let codec = match caps.structure(0) {
+        Some(structure) => MediaCodec::from_caps(
+            structure.name(),
+            structure.get::<&str>("stream-format").ok(),
+        ),
+        None => Err(UnsupportedCaps("empty caps".into())),
     };
-    MediaCodec::from_caps(
-        structure.name(),
-        structure.get::<&str>("stream-format").ok(),
-    )
+    codec.map_err(|why| {
+        gst::element_imp_error!(imp, gst::CoreError::Negotiation, ("{why}"));
+        gst::loggable_error!(T::category(), "{why}")
+    })
 }
 
 /// Answers a SCHEDULING query on the src pad: push mode only. Our output sizes

@@ -129,7 +129,7 @@ fn a_new_process_with_the_same_key_never_reuses_a_counter() {
 #[test]
 fn gst_inspect_documents_every_property_and_signal() {
     let scratch = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[&str]); 3] = [
+    let cases: [(&str, &[&str]); 4] = [
         (
             "streamcrypthlssink",
             &[
@@ -159,8 +159,13 @@ fn gst_inspect_documents_every_property_and_signal() {
                 "clear-keys-on-stop",
                 "stats",
                 "\"set-key\"",
+                "\"ratchet-key\"",
                 "aes-128-gcm",
                 "aes-256-gcm",
+                "livekit",
+                "passphrase",
+                "ratchet-salt",
+                "key-size",
             ],
         ),
         (
@@ -179,7 +184,15 @@ fn gst_inspect_documents_every_property_and_signal() {
                 "\"remove-key\"",
                 "\"clear-keys\"",
                 "\"request-key\"",
+                "\"ratchet-key\"",
+                "passphrase",
+                "ratchet-window",
+                "failure-tolerance",
             ],
+        ),
+        (
+            "streamcryptrtpvp8pay",
+            &["picture-id-mode", "mtu", "pt", "video/x-vp8"],
         ),
     ];
     for (element, names) in cases {

@@ -1102,20 +1102,19 @@ impl BaseTransformImpl for StreamDecrypt {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        let mut state = self.state.lock().unwrap();
-        if let Some(running) = state.running.as_mut()
-            && running.format == Format::Livekit
-        {
-            match common::livekit_codec(incaps) {
-                Ok(codec) => running.codec = Some(codec),
-                Err(why) => {
-                    drop(state);
-                    gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{why}"));
-                    return Err(gst::loggable_error!(CAT, "{why}"));
-                }
+        let livekit = self
+            .state
+            .lock()
+            .unwrap()
+            .running
+            .as_ref()
+            .is_some_and(|running| running.format == Format::Livekit);
+        if livekit {
+            let codec = common::livekit_codec(self, incaps)?;
+            if let Some(running) = self.state.lock().unwrap().running.as_mut() {
+                running.codec = Some(codec);
             }
         }
-        drop(state);
         common::set_caps(self, &self.input, incaps, outcaps)
     }
 
@@ -1397,11 +1396,16 @@ impl StreamDecrypt {
     fn decrypt_record(&self, record: &OwnedRecord) -> Result<Option<gst::Buffer>, gst::FlowError> {
         let input = &record.bytes[..];
         let format = self.count_input(input.len())?;
-        let mut outbuf = gst::Buffer::with_size(self.max_decrypted_len(input.len()))
-            .map_err(|_| gst::FlowError::Error)?;
+        let mut outbuf = match format {
+            // Decrypted into a memory of its own, as buffers are.
+            Format::Livekit => gst::Buffer::from_slice(record.bytes.clone()),
+            _ => gst::Buffer::with_size(self.max_decrypted_len(input.len()))
+                .map_err(|_| gst::FlowError::Error)?,
+        };
         let outbuf_mut = outbuf.get_mut().expect("new buffer");
         let decrypted = match format {
             Format::Sframe(suite) => self.open_sframe(suite, input, outbuf_mut),
+            Format::Livekit => self.open_livekit_buffer(outbuf_mut)?,
             _ => match outbuf_mut.map_writable() {
                 Ok(mut output) => self.open_by_trial(input, &mut output),
                 Err(_) => Err((DropReason::Malformed, "cannot map output".into())),
@@ -1543,7 +1547,7 @@ impl StreamDecrypt {
             Err(e) => return Err(not_an_sframe(e.to_string())),
         };
         let (kid, ctr) = (header.kid, header.ctr);
-        let key = self.key_for(kid, input)?;
+        let key = self.key_for(kid, Some(input))?;
         let checked = {
             let replay = key.replay.lock().unwrap();
             replay.check(ctr).map_err(|why| (why, replay.highest()))
@@ -1561,21 +1565,24 @@ impl StreamDecrypt {
     }
 
     /// The key a frame names by `kid`, asking the application for an unknown
-    /// one, unless it was retired or taken as invalid; `input` is the frame, for
-    /// saying what it is when it names a key that does not exist.
-    fn key_for(&self, kid: u64, input: &[u8]) -> Result<Arc<LiveKey>, Rejection> {
+    /// one, unless it was retired or taken as invalid. `opaque` is the frame
+    /// when all of it should look random (SFrame), for saying what it is when
+    /// it names a key that does not exist.
+    fn key_for(&self, kid: u64, opaque: Option<&[u8]>) -> Result<Arc<LiveKey>, Rejection> {
         let live = self.state.lock().unwrap().live_key(kid);
         let key = match live {
             Some(key) => key,
             None => {
                 // Plaintext read as an encrypted frame names a random KID: say
                 // what it is, and ask nobody for that key.
-                if let Some(hint) = sniff::plaintext_hint(input) {
-                    let detail = format!("its bytes read as KID {kid}, which has no key");
-                    return Err(self.explain((DropReason::Malformed, detail), || Some(hint)));
-                }
-                if let Some(rejection) = stream_header_rejection(input) {
-                    return Err(rejection);
+                if let Some(input) = opaque {
+                    if let Some(hint) = sniff::plaintext_hint(input) {
+                        let detail = format!("its bytes read as KID {kid}, which has no key");
+                        return Err(self.explain((DropReason::Malformed, detail), || Some(hint)));
+                    }
+                    if let Some(rejection) = stream_header_rejection(input) {
+                        return Err(rejection);
+                    }
                 }
                 self.request_key(kid).map_err(|held| {
                     let why = match held {
@@ -1712,7 +1719,8 @@ impl StreamDecrypt {
             })
         })?;
         let kid = u64::from(sealed.key_index);
-        let key = self.key_for(kid, frame)?;
+        // The codec's header is in the clear: the frame does not look random.
+        let key = self.key_for(kid, None)?;
         if key.recent_ivs.lock().unwrap().contains(&sealed.iv) {
             return Err((
                 DropReason::Replay,

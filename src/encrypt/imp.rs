@@ -736,16 +736,9 @@ impl BaseTransformImpl for StreamEncrypt {
 
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         if self.pending.lock().unwrap().format == Some(Format::Livekit) {
-            match common::livekit_codec(incaps) {
-                Ok(codec) => {
-                    if let Some(stream) = self.stream.lock().unwrap().run.as_mut() {
-                        stream.encoder.set_codec(codec);
-                    }
-                }
-                Err(why) => {
-                    gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{why}"));
-                    return Err(gst::loggable_error!(CAT, "{why}"));
-                }
+            let codec = common::livekit_codec(self, incaps)?;
+            if let Some(stream) = self.stream.lock().unwrap().run.as_mut() {
+                stream.encoder.set_codec(codec);
             }
         }
         common::set_caps(self, &self.input, incaps, outcaps)
