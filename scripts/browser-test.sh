@@ -15,28 +15,10 @@ root=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
 dir=$root/tests/browser
 chromium=${CHROMIUM:-/usr/bin/chromium}
 
-command -v node >/dev/null 2>&1 || { echo "browser-test: node (20 or later) is not installed" >&2; exit 127; }
-command -v npm >/dev/null 2>&1 || { echo "browser-test: npm is not installed" >&2; exit 127; }
 [ -x "$chromium" ] || { echo "browser-test: no Chromium at $chromium (Debian package chromium, or set CHROMIUM)" >&2; exit 127; }
-
-# livekit-client, pinned in tests/livekit: the page loads its published files from there.
-sh "$root/scripts/livekit-peer.sh" --install >&2
-
-pinned=$(node -e 'console.log(require(process.argv[1]).dependencies["playwright-core"])' "$dir/package.json")
-installed() {
-    node -e 'try { console.log(require(process.argv[1]).version) } catch { console.log("none") }' \
-        "$dir/node_modules/playwright-core/package.json"
-}
-if [ "$(installed)" != "$pinned" ]; then
-    (
-        flock 9
-        if [ "$(installed)" != "$pinned" ]; then
-            echo "browser-test: installing playwright-core $pinned (npm ci in $dir)" >&2
-            (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) >&2 ||
-                { echo "browser-test: npm ci failed in $dir" >&2; exit 1; }
-        fi
-    ) 9>"$dir/.install.lock"
-fi
+# livekit-client is pinned in tests/livekit: the page loads its published files from there.
+sh "$root/scripts/npm-pinned.sh" "$root/tests/livekit" livekit-client
+sh "$root/scripts/npm-pinned.sh" "$dir" playwright-core
 
 export CHROMIUM="$chromium"
 in_namespace='ip link set lo up && exec node "$0" "$@"'

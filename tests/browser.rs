@@ -38,7 +38,11 @@ const EXPECTED: [(&str, &str, Expect); 6] = [
     ("raw-key", "wrong-key-index", Expect::Dropped("MissingKey")),
     ("raw-key", "no-e2ee", Expect::NoPicture),
     ("passphrase", "livekit", Expect::Pictures),
-    ("passphrase", "wrong-passphrase", Expect::Dropped("InvalidKey")),
+    (
+        "passphrase",
+        "wrong-passphrase",
+        Expect::Dropped("InvalidKey"),
+    ),
 ];
 
 fn number(value: &Value, path: &str) -> u64 {
@@ -153,7 +157,10 @@ fn check_case(case: &Value) {
         panic!("{name}: no receiver report: {}", case["receivers"]);
     });
     let expected: Vec<_> = EXPECTED.iter().filter(|(c, ..)| *c == name).collect();
-    let names: Vec<_> = receivers.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<_> = receivers
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
         expected.iter().map(|(_, r, _)| *r).collect::<Vec<_>>(),
@@ -170,7 +177,9 @@ fn summary(report: &Value) -> String {
         "Chromium {} on {}, livekit-client {}, {} s in all",
         report["browser"],
         report["network"],
-        report.pointer("/cases/0/livekitClient").unwrap_or(&Value::Null),
+        report
+            .pointer("/cases/0/livekitClient")
+            .unwrap_or(&Value::Null),
         report["seconds"]
     )];
     for case in report["cases"].as_array().into_iter().flatten() {
