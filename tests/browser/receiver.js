@@ -11,7 +11,8 @@
 // from LiveKit's own key providers (ExternalE2EEKeyProvider, BaseKeyProvider).
 //
 // The page API, for the test driver (tests/browser/run.mjs), on window.streamcrypt:
-//   answer(receivers, offers) -> answers     one receiver per offer (see Receiver below)
+//   answer(receivers, offers, colours)       one receiver per offer (see Receiver below), which
+//     -> {answers, livekitClient, userAgent} tells the colours apart; their SDP answers
 //   waitFor(name, state, frames, timeoutMs)  resolves once receiver `name` has presented `frames`
 //                                            frames in `state` ('smpte' or a colour 'rrggbb')
 //   waitConnected(timeoutMs)                 every receiver's ICE connected and packets in
@@ -49,8 +50,12 @@ function classify(pixelAt, width, height, colours) {
   return { state: 'other', bars, spots };
 }
 
-/** Key material as livekit-client's key providers make it, posted as E2eeManager posts it. */
-async function keyProvider(e2ee, worker) {
+/**
+ * Starts the worker as E2eeManager does ('init' with the key provider's options) and gives it the
+ * key as E2eeManager does on the key provider's SetKey event, with the key material LiveKit's key
+ * provider made.
+ */
+async function initWorkerWithKey(e2ee, worker) {
   const events = LivekitClient.KeyProviderEvent;
   let provider;
   if (e2ee.provider === 'external') {
@@ -82,20 +87,16 @@ async function keyProvider(e2ee, worker) {
   if (e2ee.provider === 'external') {
     await provider.setKey(e2ee.passphrase);
   } else {
-    const material = e2ee.passphrase !== undefined
-      ? await LivekitClient.createKeyMaterialFromString(e2ee.passphrase)
-      : await LivekitClient.createKeyMaterialFromBuffer(
-        Uint8Array.from(e2ee.key.match(/../g), (h) => parseInt(h, 16)).buffer,
-      );
+    const raw = Uint8Array.from(e2ee.key.match(/../g), (h) => parseInt(h, 16));
+    const material = await LivekitClient.createKeyMaterialFromBuffer(raw.buffer);
     provider.onSetEncryptionKey(material, REMOTE_PARTICIPANT, e2ee.keyIndex);
   }
   await keySet;
-  return provider;
 }
 
 /**
  * One receiver: `name`, and `e2ee` = null (a plain WebRTC receiver) or
- * {provider: 'external', passphrase} | {provider: 'base', key | passphrase, keyIndex}.
+ * {provider: 'external', passphrase} | {provider: 'base', key (hex), keyIndex}.
  */
 class Receiver {
   constructor({ name, e2ee }, colours) {
@@ -119,7 +120,7 @@ class Receiver {
     this.pc.ontrack = (event) => this.onTrack(event);
   }
 
-  async onTrack(event) {
+  onTrack(event) {
     if (this.e2ee) {
       // E2eeManager.handleReceiver, the createEncodedStreams path it takes in Chromium.
       const { readable, writable } = event.receiver.createEncodedStreams();
@@ -137,7 +138,9 @@ class Receiver {
     }
     this.video.srcObject = new MediaStream([event.track]);
     this.video.requestVideoFrameCallback(() => this.onFrame());
-    this.video.play().catch((e) => this.workerErrors.push(`video.play(): ${e}`));
+    this.video.play().catch((e) => {
+      this.videoError = `video.play(): ${e}`;
+    });
   }
 
   async start() {
@@ -148,7 +151,7 @@ class Receiver {
       else if (kind === 'log' && this.workerLogs.length < 50) this.workerLogs.push(`${data.level}: ${data.msg}`);
     };
     this.worker.onerror = (e) => this.workerErrors.push(`worker: ${e.message}`);
-    await keyProvider(this.e2ee, this.worker);
+    await initWorkerWithKey(this.e2ee, this.worker);
     // E2eeManager posts 'enable' for each remote participant that publishes encrypted tracks.
     this.worker.postMessage({ kind: 'enable', data: { enabled: true, participantIdentity: REMOTE_PARTICIPANT } });
   }
@@ -220,6 +223,7 @@ class Receiver {
       name: this.name,
       e2ee: this.e2ee ? { provider: this.e2ee.provider, keyIndex: this.e2ee.keyIndex ?? 0 } : null,
       iceConnectionState: this.pc.iceConnectionState,
+      videoError: this.videoError ?? null,
       presented: this.presented,
       framesIn: Object.fromEntries(this.framesIn),
       runs: this.runs,
@@ -269,8 +273,13 @@ window.streamcrypt = {
         await new Promise((resolve) => {
           // Whichever comes first: an ICE change, or the next frame-sized slice of time for the
           // packet counter (getStats has no event).
-          r.pc.addEventListener('iceconnectionstatechange', resolve, { once: true });
-          setTimeout(resolve, 50);
+          const done = () => {
+            r.pc.removeEventListener('iceconnectionstatechange', done);
+            clearTimeout(timer);
+            resolve();
+          };
+          const timer = setTimeout(done, 50);
+          r.pc.addEventListener('iceconnectionstatechange', done);
         });
       }
     };
