@@ -326,3 +326,30 @@ fn an_unknown_key_index_is_asked_for_whatever_the_clear_header_shows() {
     assert_eq!(opened.map_readable().unwrap().as_slice(), frame);
     assert_eq!(stat(&dec.element().unwrap(), "key-requests"), 1);
 }
+
+#[test]
+fn key_index_zero_survives_payloaders_that_trim_trailing_zeros() {
+    // rtph264pay trims the zeros at the end of a NAL unit: with key index 0 the
+    // frame's last byte goes. The decrypter puts it back.
+    let (caps, frame, keyframe, _) = frames().remove(3);
+    let (mut enc, _) = harness_with(
+        &format!("streamencrypt mode=livekit key={KEY} key-id=0"),
+        caps,
+    );
+    let (mut dec, _) = harness_with(
+        &format!("streamdecrypt mode=livekit key={KEY} key-id=0 on-error=fail"),
+        caps,
+    );
+    for i in 0..40 {
+        let sealed = enc.push_and_pull(buffer(&frame, keyframe)).unwrap();
+        let bytes = sealed.map_readable().unwrap();
+        assert_eq!(bytes[bytes.len() - 2..], [12, 0]);
+        let trimmed = gst::Buffer::from_slice(bytes[..bytes.len() - 1].to_vec());
+        let opened = dec.push_and_pull(trimmed).unwrap();
+        assert_eq!(
+            opened.map_readable().unwrap().as_slice(),
+            frame,
+            "frame {i}"
+        );
+    }
+}

@@ -26,7 +26,7 @@ use crate::key_requests::{self, Held, RequestGate};
 use crate::keyring::{KeyRing, Trust};
 use crate::keys::{KeyError, KeyText, read_key_file};
 use crate::livekit::keys::KeyParams;
-use crate::livekit::{IvWindow, Layout, MediaCodec, SealedFrame};
+use crate::livekit::{self, IvWindow, Layout, MediaCodec, SealedFrame};
 use crate::mode::{Framing, Mode};
 use crate::sframe::{
     CipherSuite, FrameError, Header, MAX_OVERHEAD, ParsedFrame, Replay, ReplayWindow,
@@ -1713,6 +1713,14 @@ impl StreamDecrypt {
         keyframe: bool,
     ) -> Result<(u64, Vec<u8>), Rejection> {
         let layout = Layout::of(codec, frame, keyframe);
+        let restored;
+        let frame = match self.restore_key_index_zero(layout, frame) {
+            Some(whole) => {
+                restored = whole;
+                &restored[..]
+            }
+            None => frame,
+        };
         let sealed = SealedFrame::parse(frame, layout).map_err(|e| {
             self.explain((DropReason::Malformed, e.to_string()), || {
                 sniff::plaintext_hint(frame)
@@ -1758,6 +1766,34 @@ impl StreamDecrypt {
                 Err((DropReason::Authentication, format!("KID {kid}: {error}")))
             }
         }
+    }
+
+    /// H.264/H.265 frames that came through `rtph264pay`/`rtph265pay` lost the
+    /// zero bytes at their end, which with key index 0 is the key index itself
+    /// (the payloaders trim trailing zeros off a NAL unit; the escaping makes
+    /// sure nothing else in a trailer is zero). Such a frame ends in its IV length
+    /// byte, 12: put the 0 back. A frame whose key index really is 12 ends in 12,
+    /// 12; one stripped ends so too when its IV ends in 12: that is taken as key
+    /// index 12 only if the decrypter holds a key for it.
+    fn restore_key_index_zero(&self, layout: Layout, frame: &[u8]) -> Option<Vec<u8>> {
+        const IV_LENGTH_BYTE: u8 = livekit::IV_LEN as u8;
+        let [.., before, last] = frame else {
+            return None;
+        };
+        if !layout.nal_units || *last != IV_LENGTH_BYTE {
+            return None;
+        }
+        if *before == IV_LENGTH_BYTE
+            && self
+                .state
+                .lock()
+                .unwrap()
+                .live_key(u64::from(IV_LENGTH_BYTE))
+                .is_some()
+        {
+            return None;
+        }
+        Some([frame, &[0]].concat())
     }
 
     /// A frame opened under `key` `steps` ratchet steps on: that is the key of
