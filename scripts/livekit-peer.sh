@@ -12,25 +12,7 @@ set -eu
 
 dir=$(CDPATH= cd -- "$(dirname -- "$0")/../tests/livekit" && pwd)
 
-command -v node >/dev/null 2>&1 || { echo "livekit-peer: node (20 or later) is not installed" >&2; exit 127; }
-command -v npm >/dev/null 2>&1 || { echo "livekit-peer: npm is not installed" >&2; exit 127; }
-
-pinned=$(node -e 'console.log(require(process.argv[1]).dependencies["livekit-client"])' "$dir/package.json")
-installed() {
-    node -e 'try { console.log(require(process.argv[1]).version) } catch { console.log("none") }' \
-        "$dir/node_modules/livekit-client/package.json"
-}
-
-if [ "$(installed)" != "$pinned" ]; then
-    (
-        flock 9
-        if [ "$(installed)" != "$pinned" ]; then
-            echo "livekit-peer: installing livekit-client $pinned (npm ci in $dir)" >&2
-            (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) >&2 ||
-                { echo "livekit-peer: npm ci failed in $dir" >&2; exit 1; }
-        fi
-    ) 9>"$dir/.install.lock"
-fi
+sh "$(dirname -- "$0")/npm-pinned.sh" "$dir" livekit-client
 
 case "${1:-}" in
 --install) exit 0 ;;
