@@ -48,20 +48,12 @@ fn plain_stream(count: u64) -> Vec<u8> {
 
 /// What `filesrc ! streamdecrypt` makes of `file`, and the first error, if any.
 fn decrypt_file(file: &Path, blocksize: usize, options: &str) -> (Vec<u8>, Option<glib::Error>) {
-    init();
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch(&format!(
         "filesrc location={} blocksize={blocksize} \
          ! streamdecrypt name=dec framing=stream {options} ! appsink name=sink sync=false",
         file.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
+    let sink = app_sink(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut out: Vec<u8> = Vec::new();
     while let Ok(sample) = sink.pull_sample() {

@@ -86,17 +86,10 @@ fn playlist(dir: &Path) -> m3u8_rs::MediaPlaylist {
 /// Video frames GStreamer decodes from the playlist (hlsdemux, tsdemux, avdec).
 fn frames_decoded_by_gstreamer(dir: &Path) -> u64 {
     let uri = glib::filename_to_uri(dir.join("playlist.m3u8"), None).unwrap();
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch(&format!(
         "uridecodebin uri={uri} caps=video/x-raw name=decode ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
+    let sink = app_sink(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut frames = 0;
     while sink.pull_sample().is_ok() {

@@ -97,16 +97,8 @@ const CODECS: [(&str, MediaCodec, &str); 5] = [
 
 /// The encoded frames of `pipeline` and their caps.
 fn encoded(pipeline: &str) -> (gst::Caps, Vec<gst::Buffer>) {
-    init();
-    let pipeline = gst::parse::launch(pipeline)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let pipeline = launch(pipeline);
+    let sink = app_sink(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut caps = None;
     let mut frames = Vec::new();

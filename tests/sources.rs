@@ -84,11 +84,7 @@ fn assert_same(got: &[u8], want: &[u8], what: &str) {
 
 /// Everything an appsink received, in one piece.
 fn received(pipeline: &gst::Pipeline, name: &str) -> Vec<u8> {
-    let sink = pipeline
-        .by_name(name)
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = app_sink(pipeline, name);
     let mut bytes = Vec::new();
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::ZERO) {
         bytes.extend_from_slice(&sample.buffer().unwrap().map_readable().unwrap());
@@ -114,7 +110,7 @@ fn appsrc_without_caps() {
             "appsrc name=src format=bytes ! streamencrypt {variant} \
              ! streamdecrypt {variant} on-error=fail ! appsink name=sink sync=false wait-on-eos=false"
         ));
-        let src = app_source(&pipeline);
+        let src = app_src(&pipeline, "src");
         assert!(src.caps().is_none());
         pipeline.set_state(gst::State::Playing).unwrap();
         let mut sent = Vec::new();
@@ -206,31 +202,6 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-fn launch(description: &str) -> gst::Pipeline {
-    init();
-    gst::parse::launch(description)
-        .unwrap_or_else(|e| panic!("{description}: {e}"))
-        .downcast::<gst::Pipeline>()
-        .unwrap()
-}
-
-fn app_source(pipeline: &gst::Pipeline) -> gst_app::AppSrc {
-    pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap()
-}
-
-/// Polls `ready` for up to 10 s.
-fn wait_until(what: &str, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what}: timed out");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn udpsrc_without_caps() {
     for variant in variants() {
@@ -245,12 +216,8 @@ fn udpsrc_without_caps() {
              ! udpsink host=127.0.0.1 port={port} sync=false"
         ));
         sender.set_state(gst::State::Playing).unwrap();
-        let src = app_source(&sender);
-        let sink = receiver
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        let src = app_src(&sender, "src");
+        let sink = app_sink(&receiver, "sink");
         let mut sent = Vec::new();
         let mut got = Vec::new();
         for i in 0..20 {
@@ -322,7 +289,7 @@ fn tcpclientsrc_without_caps() {
         wait_until("client connected", || {
             server.property::<u32>("num-handles") == 1
         });
-        let src = app_source(&sender);
+        let src = app_src(&sender, "src");
         for chunk in bytes.chunks(9_999) {
             src.push_buffer(gst::Buffer::from_slice(chunk.to_vec()))
                 .unwrap();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{drain, first_error, make, warnings};
+use common::{drain, first_error, launch, make, warnings};
 use gst::prelude::*;
 use gst_check::Harness;
 
@@ -463,15 +463,6 @@ fn keyframe_requests_reach_the_encoder() {
 }
 
 // --- Against GStreamer's own rtpvp8depay and vp8dec ------------------------
-
-/// A pipeline from a gst-launch description.
-fn launch(description: &str) -> gst::Pipeline {
-    common::init();
-    gst::parse::launch(description)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap()
-}
 
 /// The `appsrc name=src` of `pipeline`, if it has one.
 fn app_src(pipeline: &gst::Pipeline) -> Option<gst_app::AppSrc> {

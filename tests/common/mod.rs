@@ -57,6 +57,33 @@ pub fn make(description: &str) -> gst::Element {
         .unwrap()
 }
 
+/// A pipeline from a gst-launch description.
+pub fn launch(description: &str) -> gst::Pipeline {
+    init();
+    gst::parse::launch(description)
+        .unwrap_or_else(|e| panic!("{description}: {e}"))
+        .downcast::<gst::Pipeline>()
+        .unwrap()
+}
+
+/// The `appsrc` named `name` in `pipeline`.
+pub fn app_src(pipeline: &gst::Pipeline, name: &str) -> gst_app::AppSrc {
+    pipeline
+        .by_name(name)
+        .unwrap_or_else(|| panic!("no element {name}"))
+        .downcast::<gst_app::AppSrc>()
+        .unwrap()
+}
+
+/// The `appsink` named `name` in `pipeline`.
+pub fn app_sink(pipeline: &gst::Pipeline, name: &str) -> gst_app::AppSink {
+    pipeline
+        .by_name(name)
+        .unwrap_or_else(|| panic!("no element {name}"))
+        .downcast::<gst_app::AppSink>()
+        .unwrap()
+}
+
 /// A started harness around `element`, with a bus to read its messages from.
 pub fn harness(element: &gst::Element) -> (gst_check::Harness, gst::Bus) {
     let bus = gst::Bus::new();
