@@ -7,9 +7,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
-cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo test --locked --workspace
 scripts/fuzz.sh ci
 SOAK_BUFFERS=5000 sh scripts/memcheck.sh
 echo "All tests passed."

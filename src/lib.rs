@@ -3,26 +3,18 @@
 
 use gst::glib;
 
-pub mod cipher;
 mod common;
-pub mod compat;
 pub mod decrypt;
 pub mod encrypt;
-pub mod format;
-pub mod framing;
-pub mod hls;
 pub mod hlssink;
-pub mod key_requests;
-pub mod keyring;
-pub mod keys;
-pub mod livekit;
 pub mod mode;
-pub mod rtp_vp8;
-pub mod sframe;
-pub mod sniff;
-#[cfg(test)]
-mod test_util;
 pub mod vp8pay;
+
+// The GStreamer-free half, under the names the elements and tests use.
+pub use streamcrypt_core::{
+    cipher, compat, format, framing, hls, key_requests, keyring, keys, livekit, rtp_vp8, sframe,
+    sniff,
+};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     encrypt::register(plugin)?;

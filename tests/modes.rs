@@ -81,7 +81,7 @@ fn qq_tea_decrypts_the_tencent_vector() {
 }
 
 /// QQ TEA decryption written from the description in ../shared/vectors/README.md,
-/// independently of src/compat/qq_tea.rs: whole-message byte arithmetic.
+/// independently of core/src/compat/qq_tea.rs: whole-message byte arithmetic.
 fn reference_tea_decrypt(key: &[u8; 16], ciphertext: &[u8]) -> Option<Vec<u8>> {
     let word = |b: &[u8], i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     let k: Vec<u32> = (0..4).map(|i| word(key, 4 * i)).collect();

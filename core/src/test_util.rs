@@ -31,7 +31,8 @@ pub fn measure_mbps(len: usize, mut run: impl FnMut()) -> f64 {
 
 /// A vector file from tests/data/.
 pub fn vectors(name: &str) -> serde_json::Value {
-    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    // The vectors live with the workspace's tests.
+    let path = format!("{}/../tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
