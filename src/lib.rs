@@ -12,8 +12,8 @@ pub mod vp8pay;
 
 // The GStreamer-free half, under the names the elements and tests use.
 pub use streamcrypt_core::{
-    cipher, compat, format, framing, hls, key_requests, keyring, keys, livekit, rtp_vp8, sframe,
-    sniff,
+    cipher, compat, format, framing, grant, hls, key_requests, key_service, keyring, keys, livekit,
+    rtp_vp8, sframe, sniff,
 };
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

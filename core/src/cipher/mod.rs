@@ -13,7 +13,7 @@ pub mod aes_cbc;
 mod ctr_hmac;
 pub mod sm4_fast;
 pub mod sm4_gcm;
-mod wiped;
+pub(crate) mod wiped;
 
 use aes::Aes192;
 use aes::cipher::consts::U12;
