@@ -15,7 +15,7 @@ use streamcrypt_core::key_service::{MasterSecret, read_private_file};
 use zeroize::Zeroizing;
 
 use crate::privilege::Privilege;
-use crate::service::Service;
+use crate::service::{Service, hex_lower};
 use crate::{GrantArgs, PrivilegeEncodeArgs, ServeArgs, serve};
 
 pub fn unix_now() -> u64 {
@@ -86,12 +86,9 @@ pub fn master_secret(out: &Path) -> Result<(), String> {
     let mut secret = Zeroizing::new([0u8; 32]);
     getrandom::fill(secret.as_mut())
         .map_err(|e| format!("the system random generator failed: {e}"))?;
-    let mut text = Zeroizing::new(String::with_capacity(65));
-    for byte in secret.iter() {
-        text.push_str(&format!("{byte:02x}"));
-    }
-    text.push('\n');
-    create_file(out, 0o600, text.as_bytes())
+    let mut text = hex_lower(secret.as_ref());
+    text.push(b'\n');
+    create_file(out, 0o600, &text)
 }
 
 fn read_signing_key(path: &Path) -> Result<SigningKey, String> {
@@ -266,7 +263,10 @@ pub fn privilege_encode(args: &PrivilegeEncodeArgs) -> Result<(), String> {
     getrandom::fill(&mut random).map_err(|e| format!("the system random generator failed: {e}"))?;
     let string = privilege.encrypt(&key, &random)?;
     match args.encoding {
-        Encoding::Hex => println!("{}", hex_lower(&string)),
+        Encoding::Hex => println!(
+            "{}",
+            std::str::from_utf8(&hex_lower(&string)).expect("hex is ASCII")
+        ),
         Encoding::Base64 => println!("{}", base64_standard().encode(&string)),
     }
     Ok(())
@@ -299,10 +299,6 @@ pub fn privilege_decode(
         serde_json::to_string_pretty(&privilege).expect("fields serialise to JSON")
     );
     Ok(())
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn base64_standard() -> base64::engine::GeneralPurpose {
