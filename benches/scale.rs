@@ -30,7 +30,7 @@ use gststreamcrypt::format::{Encoder, Format, ReadyKey};
 use gststreamcrypt::keys::KeyText;
 use gststreamcrypt::mode::Mode;
 
-/// Stream counts measured.
+/// Stream counts measured unless arguments give others.
 const STREAM_COUNTS: [usize; 3] = [1, 100, 1000];
 /// Buffers pushed in all at each stream count.
 const TOTAL_BUFFERS: usize = 400_000;
@@ -48,6 +48,10 @@ const MEMORY_STREAMS: usize = 1000;
 /// streams in turn, so none may block waiting for the others), and no buffer
 /// kept after it is done with.
 const SINK: &str = "fakesink sync=false async=false enable-last-sample=false";
+
+/// The floor: an element that passes buffers on. Without its `handoff` signal,
+/// whose emission takes GLib's process-wide signal lock for every buffer.
+const IDENTITY: &str = "identity signal-handoffs=false";
 
 /// glibc's heap statistics (`struct mallinfo2`).
 #[repr(C)]
@@ -117,7 +121,7 @@ fn key_hex(mode: Mode, stream: usize) -> String {
 /// What one stream runs between its source and its sink.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Chain {
-    /// The floor: `identity`.
+    /// The floor: IDENTITY.
     Identity,
     Encrypt(Mode),
     /// `streamencrypt ! identity`: the floor of the decrypter below.
@@ -135,9 +139,9 @@ impl Chain {
             )
         };
         match self {
-            Chain::Identity => "identity".to_string(),
+            Chain::Identity => IDENTITY.to_string(),
             Chain::Encrypt(mode) => encrypt(mode),
-            Chain::EncryptIdentity(mode) => format!("{} ! identity", encrypt(mode)),
+            Chain::EncryptIdentity(mode) => format!("{} ! {IDENTITY}", encrypt(mode)),
             Chain::EncryptDecrypt(mode) => format!(
                 "{} ! streamdecrypt mode={} key={}",
                 encrypt(mode),
@@ -329,13 +333,16 @@ fn cipher_cost(mode: Mode) -> Duration {
         .unwrap()
 }
 
-fn print_throughput(modes: &[Mode], counts: &[usize], workers: usize) {
+/// Stream counts and the worker threads that push into them.
+type Rows = [(usize, usize)];
+
+fn print_throughput(modes: &[Mode], rows: &Rows) {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at the start: {}", load.trim());
     println!(
         "\nPer-buffer cost: {TOTAL_BUFFERS} buffers of {BUFFER_SIZE} B in all at each stream \
-         count, pushed by {workers} worker threads; us = CPU microseconds per buffer, cheapest \
-         of {ROUNDS} runs; wall = that run's elapsed time\n\
+         count; streams xN = pushed by N worker threads; us = CPU microseconds per buffer, \
+         cheapest of {ROUNDS} runs; wall = that run's elapsed time\n\
          chains: identity, enc = streamencrypt, enc!id = streamencrypt ! identity, enc!dec = \
          streamencrypt ! streamdecrypt (default replay window)\n\
          adds = what the element adds per buffer: enc - identity for the encrypter, \
@@ -355,13 +362,13 @@ fn print_throughput(modes: &[Mode], counts: &[usize], workers: usize) {
             us(cipher)
         );
         println!(
-            "  {:>7} | {:>33} | {:>33} | {:>17}",
+            "  {:>9} | {:>33} | {:>33} | {:>17}",
             "streams",
             "wall s: identity enc enc!id enc!dec",
             "us: identity enc enc!id enc!dec",
             "adds us: enc dec"
         );
-        for &streams in counts {
+        for &(streams, workers) in rows {
             let runs = measure(&chains, streams, workers);
             let wall = runs
                 .iter()
@@ -375,8 +382,8 @@ fn print_throughput(modes: &[Mode], counts: &[usize], workers: usize) {
                 .join(" ");
             let [identity, enc, enc_identity, enc_dec] = [0, 1, 2, 3].map(|i| runs[i].per_buffer);
             println!(
-                "  {:>7} | {:>33} | {:>33} | {:>17}",
-                streams,
+                "  {:>9} | {:>33} | {:>33} | {:>17}",
+                format!("{streams} x{workers}"),
                 wall,
                 cost,
                 format!(
@@ -428,7 +435,7 @@ fn print_memory(mode: Mode) {
         key_file.path().display()
     );
     let kinds = [
-        ("identity", "identity".to_string(), &plaintext),
+        ("identity", IDENTITY.to_string(), &plaintext),
         (
             "streamencrypt (one key)",
             Chain::Encrypt(mode).description(0),
@@ -489,11 +496,10 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let count_filters: Vec<usize> = filters.iter().filter_map(|f| f.parse().ok()).collect();
-    let counts: Vec<usize> = STREAM_COUNTS
-        .into_iter()
-        .filter(|c| count_filters.is_empty() || count_filters.contains(c))
-        .collect();
+    let mut counts: Vec<usize> = filters.iter().filter_map(|f| f.parse().ok()).collect();
+    if counts.is_empty() {
+        counts = STREAM_COUNTS.to_vec();
+    }
     let mode_filters: Vec<&String> = filters
         .iter()
         .filter(|f| f.parse::<usize>().is_err())
@@ -506,11 +512,19 @@ fn main() {
             .filter(|m| mode_filters.iter().any(|f| *f == m.nick()))
             .collect()
     };
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "streamcrypt scale: {workers} cores; each stream `source ! <chain> ! {SINK}`, all \
+        "streamcrypt scale: {cores} cores; each stream `source ! <chain> ! {SINK}`, all \
          streams in one pipeline"
     );
-    print_throughput(&modes, &counts, workers);
+    // One worker at every count, so that rows differ only in the number of
+    // streams; then the most streams from one worker per core, which shows
+    // whether streams slow each other down when they run in parallel.
+    let mut rows: Vec<(usize, usize)> = counts.iter().map(|&streams| (streams, 1)).collect();
+    let most = counts.iter().copied().max().expect("a stream count");
+    if cores > 1 && most > 1 {
+        rows.push((most, cores));
+    }
+    print_throughput(&modes, &rows);
     print_memory(modes[0]);
 }
