@@ -41,7 +41,7 @@ const MODES: [Mode; 2] = [Mode::Aes128Gcm, Mode::Sm4Gcm];
 /// Runs of each pipeline, taken in turn with the others of the same stream
 /// count so that a slow spell of the machine does not favour one; the cheapest
 /// run counts.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// Streams built for the memory measurement.
 const MEMORY_STREAMS: usize = 1000;
 /// The sink of every stream: no clock, no preroll (the workers push to all the
