@@ -10,6 +10,7 @@
 //! aesenc-compatible format and HLS (`crate::compat`), not an AEAD.
 
 pub mod aes_cbc;
+mod ctr;
 mod ctr_hmac;
 pub mod sm4_fast;
 pub mod sm4_gcm;
