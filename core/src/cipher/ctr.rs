@@ -8,6 +8,7 @@
 //! hands the cipher a few blocks at a time. Each chunk of data is passed on right
 //! after its keystream is ready, so a MAC can read it while it is in the L1 cache.
 
+use aes::cipher::consts::U16;
 use aes::cipher::{Block, BlockCipherEncrypt};
 use zeroize::Zeroize;
 
@@ -53,7 +54,7 @@ pub fn fill_counters(blocks: &mut [u8], nonce: &[u8; NONCE_LEN], first: u32) {
 }
 
 /// Encrypts the counter blocks from `first` on over `blocks` (whole blocks).
-pub fn encrypt_counters<C: BlockCipherEncrypt>(
+pub fn encrypt_counters<C: BlockCipherEncrypt<BlockSize = U16>>(
     cipher: &C,
     blocks: &mut [u8],
     nonce: &[u8; NONCE_LEN],
@@ -75,7 +76,7 @@ pub fn xor(data: &mut [u8], keystream: &[u8]) {
 /// `each` gets every chunk of data with its keystream and XORs them itself, so it
 /// can read the chunk before (to authenticate ciphertext) or after (to
 /// authenticate what it wrote). The caller keeps the counter from wrapping.
-pub fn apply_keystream<C: BlockCipherEncrypt>(
+pub fn apply_keystream<C: BlockCipherEncrypt<BlockSize = U16>>(
     cipher: &C,
     nonce: &[u8; NONCE_LEN],
     mut counter: u32,
