@@ -126,6 +126,7 @@ impl Ghash<'_> {
 
 /// The key in every engine this CPU can run, named, for the tests.
 #[cfg(test)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
 pub(crate) fn test_engines(h: &[u8; BLOCK_LEN]) -> Vec<(&'static str, GhashKey)> {
     let mut engines = vec![("portable", GhashKey::portable(h))];
     #[cfg(target_arch = "x86_64")]
