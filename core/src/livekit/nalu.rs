@@ -10,6 +10,7 @@
 //! the frame unparsable.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use memchr::memmem;
 
@@ -17,6 +18,14 @@ use super::MediaCodec;
 
 const START_CODE: [u8; 3] = [0, 0, 1];
 const ESCAPE: [u8; 3] = [0, 0, 3];
+
+/// The searches, built once: building one took a third of the time of finding
+/// the first slice in a 188-byte frame.
+static START_CODES: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(&START_CODE));
+static ESCAPES: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(&ESCAPE));
+static ZERO_PAIRS: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(&[0, 0]));
 
 /// Offsets just after each start code (`00 00 01`, or `00 00 00 01`), that is
 /// where each NAL unit's header is, found as they are needed (a SIMD search);
@@ -26,7 +35,7 @@ fn nal_unit_starts(data: &[u8]) -> Option<impl Iterator<Item = usize>> {
     // so it ends before the last byte. Start codes cannot overlap, so the
     // reference's scan and a search for each next one find the same.
     let searched = &data[..data.len().saturating_sub(1)];
-    let mut starts = memmem::find_iter(searched, &START_CODE).peekable();
+    let mut starts = START_CODES.find_iter(searched).peekable();
     let before_first = &data[..starts.peek().copied().unwrap_or(data.len())];
     if before_first.iter().any(|&b| b != 0) {
         return None;
@@ -106,14 +115,16 @@ pub fn escape_into(data: &[u8], out: &mut Vec<u8>) {
 /// byte of 3 or less anywhere. (A pair followed by a larger byte has no zero
 /// after it, so searching for pairs that do not overlap misses none.)
 pub fn needs_escaping(data: &[u8]) -> bool {
-    memmem::find_iter(data, &[0, 0]).any(|at| data.get(at + 2).is_some_and(|&byte| byte <= 3))
+    ZERO_PAIRS
+        .find_iter(data)
+        .any(|at| data.get(at + 2).is_some_and(|&byte| byte <= 3))
 }
 
 /// Undoes `escape_into` as the reference does: the `03` of every `00 00 03` goes
 /// (found with a SIMD search; escapes cannot overlap, so searching for each next
 /// one finds what the reference's scan does). Borrows `data` when it holds none.
 pub fn unescape(data: &[u8]) -> Cow<'_, [u8]> {
-    let mut escapes = memmem::find_iter(data, &ESCAPE).peekable();
+    let mut escapes = ESCAPES.find_iter(data).peekable();
     if escapes.peek().is_none() {
         return Cow::Borrowed(data);
     }
