@@ -2,7 +2,8 @@
 //! The AES-CTR + HMAC-SHA256 AEAD of RFC 9605 (section 4.5.1), with tags truncated
 //! to 10, 8 or 4 bytes (suites 1-3).
 //!
-//! Encryption is AES-128-CTR with the counter block `nonce || 0x00000000`; the tag
+//! Encryption is AES-128-CTR (a kiB of counter blocks per `aes` call, its VAES
+//! width) with the counter block `nonce || 0x00000000`; the tag
 //! is HMAC-SHA256 over `len(aad) || len(ct) || tag_len` (each 8 bytes, big-endian),
 //! `nonce`, `aad` and `ct`, truncated.
 
@@ -63,15 +64,8 @@ impl CtrHmac {
             .chain_update(aad)
     }
 
-    /// CTR over `data`, each chunk hashed into `mac` while it is in the L1 cache:
-    /// after encrypting it (`hash_output`), or before decrypting it.
-    fn apply_keystream(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        data: &mut [u8],
-        mut mac: Option<&mut Hmac<Sha256>>,
-        hash_output: bool,
-    ) {
+    /// CTR over `data`.
+    fn apply_keystream(&self, nonce: &[u8; NONCE_LEN], data: &mut [u8]) {
         let mut keystream = Keystream::new();
         ctr::apply_keystream(
             &self.cipher,
@@ -79,15 +73,7 @@ impl CtrHmac {
             FIRST_COUNTER,
             data,
             &mut keystream,
-            |chunk, keystream| {
-                if let Some(mac) = mac.as_deref_mut().filter(|_| !hash_output) {
-                    mac.update(chunk);
-                }
-                ctr::xor(chunk, keystream);
-                if let Some(mac) = mac.as_deref_mut().filter(|_| hash_output) {
-                    mac.update(chunk);
-                }
-            },
+            ctr::xor,
         );
     }
 
@@ -102,9 +88,15 @@ impl CtrHmac {
         if in_out.len() as u64 > (1u64 << 32) * 16 {
             return Err(CipherError::TooLong);
         }
-        let mut mac = self.mac_before_ciphertext(nonce, aad, in_out.len());
-        self.apply_keystream(nonce, in_out, Some(&mut mac), true);
-        let full = mac.finalize().into_bytes();
+        // Two passes: hashing each kiB right after encrypting it measured 3-5%
+        // slower from 16 KiB on (two SHA-256 calls per chunk, where one call
+        // hashes the whole frame).
+        self.apply_keystream(nonce, in_out);
+        let full = self
+            .mac_before_ciphertext(nonce, aad, in_out.len())
+            .chain_update(&*in_out)
+            .finalize()
+            .into_bytes();
         tag.copy_from_slice(&full[..self.tag_len]);
         Ok(())
     }
@@ -121,15 +113,12 @@ impl CtrHmac {
             .checked_sub(self.tag_len)
             .ok_or(CipherError::Authentication)?;
         let (ct, tag) = in_out.split_at_mut(ct_len);
-        // One pass: each chunk is hashed, then decrypted. A forgery is encrypted
-        // back (CTR is its own inverse), so nothing it decrypted stays.
-        let mut mac = self.mac_before_ciphertext(nonce, aad, ct_len);
-        self.apply_keystream(nonce, ct, Some(&mut mac), false);
         // Constant-time comparison of the truncated tag.
-        if mac.verify_truncated_left(tag).is_err() {
-            self.apply_keystream(nonce, ct, None, false);
-            return Err(CipherError::Authentication);
-        }
+        self.mac_before_ciphertext(nonce, aad, ct_len)
+            .chain_update(&*ct)
+            .verify_truncated_left(tag)
+            .map_err(|_| CipherError::Authentication)?;
+        self.apply_keystream(nonce, ct);
         Ok(ct_len)
     }
 }
