@@ -15,6 +15,7 @@ use gst::prelude::*;
 use gststreamcrypt::compat::aes_cbc::CbcOptions;
 use gststreamcrypt::format::{Encoder, Format, ReadyKey, TrialDecoder};
 use gststreamcrypt::keys::KeyText;
+use gststreamcrypt::livekit::{Layout, MediaCodec, SealedFrame};
 use gststreamcrypt::mode::Mode;
 use gststreamcrypt::sframe::ParsedFrame;
 
@@ -35,12 +36,51 @@ fn key_for(mode: Mode) -> String {
     (0..len).map(|i| format!("{:02x}", i * 7 + 1)).collect()
 }
 
+/// The caps of the bench's buffers: bytes, for every mode but LiveKit.
+const BYTE_CAPS: &str = "application/x-bench";
+/// mode=livekit lays frames out by codec: H.264 access units in Annex B, the
+/// layout whose ciphertext is escaped (the most work).
+const LIVEKIT_CAPS: &str = "video/x-h264,stream-format=byte-stream,alignment=au";
+/// The start of every LiveKit bench frame: a start code and the header of an IDR
+/// slice NAL unit (the rest of its slice header stays clear too).
+const H264_IDR_START: [u8; 5] = [0, 0, 0, 1, 0x65];
+
+fn caps_for(mode: Mode) -> &'static str {
+    if mode == Mode::Livekit {
+        LIVEKIT_CAPS
+    } else {
+        BYTE_CAPS
+    }
+}
+
+/// The bench's plaintext of `size` bytes in `mode`: an H.264 access unit for
+/// LiveKit, bytes for the others.
+fn plaintext_for(mode: Mode, size: usize) -> Vec<u8> {
+    let mut plaintext: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
+    if mode == Mode::Livekit {
+        plaintext[..H264_IDR_START.len()].copy_from_slice(&H264_IDR_START);
+    }
+    plaintext
+}
+
+/// What an encrypting pipeline's source writes in `mode`: a LiveKit frame starts
+/// as an H.264 access unit.
+fn written_input(mode: Mode, len: usize) -> Input {
+    let head: &[u8] = if mode == Mode::Livekit {
+        &H264_IDR_START
+    } else {
+        &[]
+    };
+    Input::Written(len, head)
+}
+
 /// What the source puts in each buffer.
 #[derive(Clone)]
 enum Input {
-    /// `len` bytes written in place, as an encoder writes its output: what the
-    /// encrypting pipelines get (the bytes do not matter to them).
-    Written(usize),
+    /// `len` bytes written in place, as an encoder writes its output, starting
+    /// with `head` (a LiveKit frame's start code and NAL unit header): what the
+    /// encrypting pipelines get (the other bytes do not matter to them).
+    Written(usize, &'static [u8]),
     /// These bytes copied in, as a demuxer or a socket delivers them: what the
     /// decrypting pipelines get (ciphertext that must authenticate). The copy
     /// reads the bytes too, so twice the buffer passes through the caches.
@@ -50,20 +90,32 @@ enum Input {
 impl Input {
     fn len(&self) -> usize {
         match self {
-            Input::Written(len) => *len,
+            Input::Written(len, _) => *len,
             Input::Copied(bytes) => bytes.len(),
         }
     }
 }
 
-/// Time to push `count` buffers through `description` (an element chain between
-/// appsrc and fakesink) and see EOS. The source makes each buffer as it goes, so
+/// One pipeline of a row: `appsrc caps=<caps> ! <description> ! fakesink`, fed
+/// `input`.
+#[derive(Clone)]
+struct Pipeline {
+    caps: &'static str,
+    description: String,
+    input: Input,
+}
+
+/// Time to push `count` buffers through `pipeline` and see EOS. The source makes each buffer as it goes, so
 /// the bytes reach the element as they would from an encoder or a socket, and
 /// the floor (`identity`) pays for that making too.
-fn run_pipeline(description: &str, input: &Input, count: usize) -> Duration {
+fn run_pipeline(bench: &Pipeline, count: usize) -> Duration {
+    let Pipeline {
+        caps,
+        description,
+        input,
+    } = bench;
     let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src caps=application/x-bench format=bytes ! {description} \
-         ! fakesink sync=false"
+        "appsrc name=src caps={caps} format=bytes ! {description} ! fakesink sync=false"
     ))
     .expect("pipeline")
     .downcast::<gst::Pipeline>()
@@ -86,7 +138,11 @@ fn run_pipeline(description: &str, input: &Input, count: usize) -> Duration {
                 let mut buffer = gst::Buffer::with_size(input.len()).unwrap();
                 let buffer_ref = buffer.get_mut().unwrap();
                 match &input {
-                    Input::Written(_) => buffer_ref.map_writable().unwrap().fill(0x5a),
+                    Input::Written(_, head) => {
+                        let mut map = buffer_ref.map_writable().unwrap();
+                        map.fill(0x5a);
+                        map[..head.len()].copy_from_slice(head);
+                    }
                     Input::Copied(bytes) => {
                         buffer_ref.copy_from_slice(0, bytes).unwrap();
                     }
@@ -124,15 +180,15 @@ fn calibrate(size: usize, mut probe: impl FnMut(usize) -> Duration) -> usize {
 
 /// Cost of one buffer through each pipeline (description and buffer): the fastest
 /// of ROUNDS runs, the pipelines taking turns.
-fn pipeline_costs(pipelines: &[(String, Input)]) -> Vec<Duration> {
+fn pipeline_costs(pipelines: &[Pipeline]) -> Vec<Duration> {
     let counts: Vec<usize> = pipelines
         .iter()
-        .map(|(description, input)| calibrate(input.len(), |n| run_pipeline(description, input, n)))
+        .map(|pipeline| calibrate(pipeline.input.len(), |n| run_pipeline(pipeline, n)))
         .collect();
     let mut best = vec![Duration::MAX; pipelines.len()];
     for _ in 0..ROUNDS {
-        for (((description, input), &count), best) in pipelines.iter().zip(&counts).zip(&mut best) {
-            *best = (*best).min(run_pipeline(description, input, count) / count as u32);
+        for ((pipeline, &count), best) in pipelines.iter().zip(&counts).zip(&mut best) {
+            *best = (*best).min(run_pipeline(pipeline, count) / count as u32);
         }
     }
     best
@@ -141,23 +197,42 @@ fn pipeline_costs(pipelines: &[(String, Input)]) -> Vec<Duration> {
 /// `plaintext` encrypted as streamencrypt does it, for the decrypt runs. The same
 /// frame is sent again and again: the decrypter runs with its replay window off.
 fn ciphertext(format: &Format, key: &ReadyKey, plaintext: &[u8]) -> Vec<u8> {
+    let mut encoder = encoder(format, key);
+    if let Some(frame) = encoder.encrypt_frame(key, plaintext, true) {
+        return frame.unwrap();
+    }
     let mut out = vec![0u8; format.max_encrypted_len(plaintext.len())];
-    let len = Encoder::new(format, key)
-        .encrypt(key, plaintext, &mut out)
-        .unwrap();
+    let len = encoder.encrypt(key, plaintext, &mut out).unwrap();
     out.truncate(len);
     out
 }
 
-/// The cipher core alone: encrypt and decrypt one buffer, best of three.
-fn core_costs(format: &Format, key: &ReadyKey, size: usize) -> (Duration, Duration) {
-    let input = vec![0x5au8; size];
-    let mut encrypted = vec![0u8; format.max_encrypted_len(size)];
+/// The encoder of `format`, told the codec of the LiveKit bench frames.
+fn encoder(format: &Format, key: &ReadyKey) -> Encoder {
     let mut encoder = Encoder::new(format, key);
+    encoder.set_codec(MediaCodec::H264);
+    encoder
+}
+
+/// Encrypts one buffer as the element does: a LiveKit frame into a new one, the
+/// other formats into `out`.
+fn encrypt_once(encoder: &mut Encoder, key: &ReadyKey, input: &[u8], out: &mut [u8]) -> usize {
+    match encoder.encrypt_frame(key, input, true) {
+        Some(frame) => frame.unwrap().len(),
+        None => encoder.encrypt(key, input, out).unwrap(),
+    }
+}
+
+/// The cipher core alone: encrypt and decrypt one buffer, best of three.
+fn core_costs(format: &Format, key: &ReadyKey, plaintext: &[u8]) -> (Duration, Duration) {
+    let size = plaintext.len();
+    let input = plaintext;
+    let mut encrypted = vec![0u8; format.max_encrypted_len(size)];
+    let mut encoder = encoder(format, key);
     let count = calibrate(size, |n| {
         let start = Instant::now();
         for _ in 0..n {
-            encoder.encrypt(key, &input, &mut encrypted).unwrap();
+            encrypt_once(&mut encoder, key, input, &mut encrypted);
         }
         start.elapsed()
     });
@@ -165,22 +240,25 @@ fn core_costs(format: &Format, key: &ReadyKey, size: usize) -> (Duration, Durati
         .map(|_| {
             let start = Instant::now();
             for _ in 0..count {
-                std::hint::black_box(encoder.encrypt(key, &input, &mut encrypted).unwrap());
+                std::hint::black_box(encrypt_once(&mut encoder, key, input, &mut encrypted));
             }
             start.elapsed() / count as u32
         })
         .min()
         .unwrap();
-    let len = Encoder::new(format, key)
-        .encrypt(key, &input, &mut encrypted)
-        .unwrap();
-    let frame = &encrypted[..len];
+    let frame = &ciphertext(format, key, input);
     let mut out = vec![0u8; frame.len() + 32];
     let decrypt = (0..3)
         .map(|_| {
             let start = Instant::now();
             for _ in 0..count {
                 match format {
+                    Format::Livekit => {
+                        let layout = Layout::of(MediaCodec::H264, frame, true);
+                        let sealed = SealedFrame::parse(frame, layout).unwrap();
+                        let aead = key.frame_key().unwrap().aead();
+                        std::hint::black_box(sealed.open(aead).unwrap());
+                    }
                     Format::Sframe(_) => {
                         let parsed = ParsedFrame::parse(frame).unwrap();
                         std::hint::black_box(
@@ -245,12 +323,20 @@ fn us(per_buffer: Duration) -> f64 {
 }
 
 /// What `openssl speed` runs for a mode (OpenSSL 3.0 has no SM4-GCM: SM4-CTR,
-/// its cipher without GHASH, stands in), and the aesenc cipher of the same key
-/// size.
-fn references(mode: Mode) -> (&'static [&'static str], Option<&'static str>) {
+/// its cipher without GHASH, stands in), and the reference pipelines of the same
+/// cipher run beside ours: aesenc/aesdec's AES-CBC of the same key size, and for
+/// LiveKit, SFrame with its cipher (AES-128-GCM) on the same frames.
+fn references(mode: Mode) -> (&'static [&'static str], Option<Reference>) {
+    let aesenc = |mode| {
+        Some(Reference {
+            mode,
+            encrypter: "aesenc",
+            decrypter: "aesdec",
+        })
+    };
     match mode {
-        Mode::Aes128Gcm => (&["-evp aes-128-gcm"], Some("aes-128-cbc")),
-        Mode::Aes256Gcm => (&["-evp aes-256-gcm"], Some("aes-256-cbc")),
+        Mode::Aes128Gcm => (&["-evp aes-128-gcm"], aesenc(Mode::Aes128Cbc)),
+        Mode::Aes256Gcm => (&["-evp aes-256-gcm"], aesenc(Mode::Aes256Cbc)),
         Mode::Aes192Gcm => (&["-evp aes-192-gcm"], None),
         Mode::Aes128CtrHmac80 | Mode::Aes128CtrHmac64 | Mode::Aes128CtrHmac32 => {
             (&["-evp aes-128-ctr", "-hmac sha256"], None)
@@ -258,9 +344,30 @@ fn references(mode: Mode) -> (&'static [&'static str], Option<&'static str>) {
         Mode::Sm4Gcm => (&["-evp sm4-ctr"], None),
         Mode::Sm4Ecb => (&["-evp sm4-ecb"], None),
         Mode::QqTea => (&[], None),
-        Mode::Aes128Cbc => (&["-evp aes-128-cbc"], Some("aes-128-cbc")),
-        Mode::Aes256Cbc => (&["-evp aes-256-cbc"], Some("aes-256-cbc")),
-        Mode::Livekit => (&["-evp aes-128-gcm"], None),
+        Mode::Aes128Cbc => (&["-evp aes-128-cbc"], aesenc(Mode::Aes128Cbc)),
+        Mode::Aes256Cbc => (&["-evp aes-256-cbc"], aesenc(Mode::Aes256Cbc)),
+        Mode::Livekit => (
+            &["-evp aes-128-gcm"],
+            Some(Reference {
+                mode: Mode::Aes128Gcm,
+                encrypter: "streamencrypt",
+                decrypter: "streamdecrypt",
+            }),
+        ),
+    }
+}
+
+/// Pipelines measured beside ours: these elements in this mode.
+#[derive(Clone, Copy)]
+struct Reference {
+    mode: Mode,
+    encrypter: &'static str,
+    decrypter: &'static str,
+}
+
+impl Reference {
+    fn name(&self) -> String {
+        format!("{}/{} {}", self.encrypter, self.decrypter, self.mode.nick())
     }
 }
 
@@ -274,15 +381,15 @@ fn ready_key(mode: Mode) -> (String, Format, ReadyKey) {
     (key_hex, format, key)
 }
 
-/// Encrypt and decrypt costs per buffer through `appsrc ! element ! fakesink`.
 /// The encrypting and decrypting pipelines of `mode` with these elements, each
-/// with what its source feeds it.
+/// with what its source feeds it, with the caps and frames of `caps_mode`.
 fn element_pipelines(
     mode: Mode,
     encrypter: &str,
     decrypter: &str,
+    caps_mode: Mode,
     plaintext: &[u8],
-) -> [(String, Input); 2] {
+) -> [Pipeline; 2] {
     let (key_hex, format, key) = ready_key(mode);
     let options = match mode {
         Mode::Aes128Cbc | Mode::Aes256Cbc if encrypter == "aesenc" => {
@@ -295,15 +402,18 @@ fn element_pipelines(
     } else {
         ""
     };
+    let caps = caps_for(caps_mode);
     [
-        (
-            format!("{encrypter} {options}"),
-            Input::Written(plaintext.len()),
-        ),
-        (
-            format!("{decrypter} {options}{decrypter_options}"),
-            Input::Copied(ciphertext(&format, &key, plaintext)),
-        ),
+        Pipeline {
+            caps,
+            description: format!("{encrypter} {options}"),
+            input: written_input(caps_mode, plaintext.len()),
+        },
+        Pipeline {
+            caps,
+            description: format!("{decrypter} {options}{decrypter_options}"),
+            input: Input::Copied(ciphertext(&format, &key, plaintext)),
+        },
     ]
 }
 
@@ -333,12 +443,8 @@ fn main() {
         .copied()
         .filter(|s| size_filters.is_empty() || size_filters.contains(s))
         .collect();
-    // mode=livekit lays frames out by codec and needs video or audio caps,
-    // which these byte buffers do not have: it is measured with real frames by
-    // the performance work that follows it.
     let modes: Vec<Mode> = Mode::ALL
         .into_iter()
-        .filter(|m| *m != Mode::Livekit)
         .filter(|m| mode_filters.is_empty() || mode_filters.iter().any(|f| *f == m.nick()))
         .collect();
 
@@ -354,25 +460,23 @@ fn main() {
          decrypter (ciphertext copied in) are; us = microseconds per buffer through the whole pipeline\n\
          MB/s = 10^6 plaintext bytes/s of the element alone (its cost above the floor)\n\
          core = the cipher alone, no GStreamer; openssl = `openssl speed -evp`, best of 3 runs of 1 s\n\
-         x = ratios: ours/openssl and ours/aesenc (MB/s, higher is better); \
+         ref = the reference pipelines named in each title (aesenc/aesdec; for livekit, SFrame\n\
+         AES-128-GCM on the same H.264 frames)\n\
+         x = ratios: ours/openssl and ours/ref (MB/s, higher is better); \
          cost = us / (floor us + core us), 1.00 = the element adds nothing of its own\n"
     );
 
-    let plaintexts: Vec<Vec<u8>> = sizes
-        .iter()
-        .map(|&size| (0..size).map(|i| (i * 31 + 7) as u8).collect())
-        .collect();
     for mode in modes {
-        let (openssl_algorithms, aes_cipher) = references(mode);
+        let (openssl_algorithms, reference) = references(mode);
         println!(
-            "\n{} (openssl speed: {}; aesenc/aesdec: {})",
+            "\n{} (openssl speed: {}; ref: {})",
             mode.nick(),
             if openssl_algorithms.is_empty() {
                 "none".to_string()
             } else {
                 openssl_algorithms.join(" + ")
             },
-            aes_cipher.unwrap_or("none")
+            reference.map_or("none".into(), |r| r.name())
         );
         println!(
             "  {:>8} | {:>13} | {:>8} {:>7} | {:>8} {:>7} | {:>13} | {:>7} | {:>13} | {:>11} | {:>11} | {:>11}",
@@ -384,36 +488,47 @@ fn main() {
             "MB/s",
             "core enc/dec",
             "openssl",
-            "aesenc/aesdec",
+            "ref enc/dec",
             "x openssl",
-            "x aes",
+            "x ref",
             "cost enc/dec"
         );
         let (_, format, key) = ready_key(mode);
-        for (&size, plaintext) in sizes.iter().zip(&plaintexts) {
+        for &size in &sizes {
+            let plaintext = &plaintext_for(mode, size);
             // Each direction has its own floor: its source makes buffers its way.
-            let mut pipelines = vec![
-                ("identity".to_string(), Input::Written(size)),
-                ("identity".to_string(), Input::Copied(plaintext.clone())),
-            ];
+            let floor_inputs = [written_input(mode, size), Input::Copied(plaintext.clone())];
+            let floors = floor_inputs.map(|input| Pipeline {
+                caps: caps_for(mode),
+                description: "identity".into(),
+                input,
+            });
+            let mut pipelines = floors.to_vec();
             pipelines.extend(element_pipelines(
                 mode,
                 "streamencrypt",
                 "streamdecrypt",
+                mode,
                 plaintext,
             ));
-            if let Some(cipher) = aes_cipher {
-                let cbc_mode = if cipher == "aes-256-cbc" {
-                    Mode::Aes256Cbc
-                } else {
-                    Mode::Aes128Cbc
-                };
-                pipelines.extend(element_pipelines(cbc_mode, "aesenc", "aesdec", plaintext));
+            if let Some(Reference {
+                mode: reference_mode,
+                encrypter,
+                decrypter,
+            }) = reference
+            {
+                pipelines.extend(element_pipelines(
+                    reference_mode,
+                    encrypter,
+                    decrypter,
+                    mode,
+                    plaintext,
+                ));
             }
             let costs = pipeline_costs(&pipelines);
             let (enc_floor, dec_floor, enc, dec) = (costs[0], costs[1], costs[2], costs[3]);
             let aes = (costs.len() == 6).then(|| [costs[4], costs[5]]);
-            let (core_enc, core_dec) = core_costs(&format, &key, size);
+            let (core_enc, core_dec) = core_costs(&format, &key, plaintext);
             let openssl = (!openssl_algorithms.is_empty())
                 .then(|| openssl_speed(openssl_algorithms, size))
                 .flatten();

@@ -788,34 +788,32 @@ impl BaseTransformImpl for StreamEncrypt {
         if !(IN_PLACE_MIN..=in_place_max).contains(&payload_len) {
             let flags = buf.flags();
             let memory = self.encrypt_buffer(flags, payload_len, |stream| {
-                // Formats whose output size the content decides (LiveKit).
-                let keyframe = !flags.contains(gst::BufferFlags::DELTA_UNIT);
-                let framed = common::with_readable(buf, |input| {
-                    stream.encoder.encrypt_frame(&stream.key, input, keyframe)
-                })?;
-                if let Some(framed) = framed {
-                    let framing = stream.framing;
-                    return Ok(framed.and_then(|frame| {
-                        let out = if framing == Framing::Stream && !frame.is_empty() {
-                            let mut record = vec![0u8; framing::LENGTH_LEN];
-                            write_prefix(framing, frame.len(), &mut record)?;
-                            record.extend_from_slice(&frame);
-                            record
-                        } else {
-                            frame
-                        };
-                        let len = out.len();
-                        Ok((gst::Memory::from_mut_slice(out), len))
-                    }));
-                }
-                let max_len = max_sealed_len(&stream.format, stream.framing, payload_len);
-                let sealed = common::with_readable(buf, |input| {
-                    common::new_memory(max_len, |out| seal_into(stream, input, out))
-                })?;
-                Ok(sealed.map(|memory| {
-                    let len = memory.size();
-                    (memory, len)
-                }))
+                // One map of the input for either kind of format.
+                common::with_readable(buf, |input| {
+                    // Formats whose output size the content decides (LiveKit).
+                    let keyframe = !flags.contains(gst::BufferFlags::DELTA_UNIT);
+                    if let Some(framed) = stream.encoder.encrypt_frame(&stream.key, input, keyframe)
+                    {
+                        let framing = stream.framing;
+                        return framed.and_then(|frame| {
+                            let out = if framing == Framing::Stream && !frame.is_empty() {
+                                let mut record = vec![0u8; framing::LENGTH_LEN];
+                                write_prefix(framing, frame.len(), &mut record)?;
+                                record.extend_from_slice(&frame);
+                                record
+                            } else {
+                                frame
+                            };
+                            let len = out.len();
+                            Ok((gst::Memory::from_mut_slice(out), len))
+                        });
+                    }
+                    let max_len = max_sealed_len(&stream.format, stream.framing, payload_len);
+                    common::new_memory(max_len, |out| seal_into(stream, input, out)).map(|memory| {
+                        let len = memory.size();
+                        (memory, len)
+                    })
+                })
             })?;
             if memory.size() == 0 {
                 // Only aesenc's unpadded stream completes no block in some

@@ -3,26 +3,29 @@
 //!
 //! AES-128/256-GCM run on `ring`, whose assembly (AES-NI/VAES, PCLMUL, NEON, chosen
 //! at run time) is several times faster than portable code. AES-192-GCM, which
-//! `ring` lacks, and AES-CTR-HMAC come from RustCrypto; SM4-GCM is our own
-//! `Sm4Gcm`, CTR and GHASH around the GFNI or AES-NI SM4 of `sm4_fast`. Key
+//! `ring` lacks, and SM4-GCM are our `gcm`: CTR in wide batches around the `aes`
+//! crate (VAES) or the GFNI or AES-NI SM4 of `sm4_fast`, and the GHASH of
+//! `ghash_fast` (VPCLMULQDQ or PCLMULQDQ). AES-CTR-HMAC is CTR over the `aes`
+//! crate, then the `hmac` and `sha2` crates (SHA-NI) (`ctr_hmac`). Key
 //! schedules are built once per key, when the `Aead` is made, never per buffer, and
 //! wiped when it is dropped. `aes_cbc` is the block cipher mode behind the
 //! aesenc-compatible format and HLS (`crate::compat`), not an AEAD.
 
 pub mod aes_cbc;
+mod ctr;
 mod ctr_hmac;
+pub mod gcm;
+pub mod ghash_fast;
 pub mod sm4_fast;
-pub mod sm4_gcm;
 pub(crate) mod wiped;
 
 use aes::Aes192;
-use aes::cipher::consts::U12;
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::{AesGcm, KeyInit};
+use aes::cipher::consts::U16;
+use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
 pub use ctr_hmac::CtrHmac;
-pub use sm4_gcm::Sm4Gcm;
+pub use gcm::{Aes192Gcm, Gcm, Sm4Gcm};
 use wiped::Wiped;
 
 pub const NONCE_LEN: usize = 12;
@@ -50,8 +53,8 @@ pub enum GcmCipher {
 pub enum Aead {
     /// AES-128/256-GCM (ring).
     RingGcm(Wiped<LessSafeKey>),
-    /// AES-192-GCM (RustCrypto; wiped on drop).
-    Aes192Gcm(Box<AesGcm<Aes192, U12>>),
+    /// AES-192-GCM (`gcm` over the `aes` crate; wiped on drop).
+    Aes192Gcm(Box<Aes192Gcm>),
     /// SM4-GCM (`sm4_gcm`; wiped on drop).
     Sm4Gcm(Box<Sm4Gcm>),
     /// AES-128-CTR with truncated HMAC-SHA256 (RFC 9605 suites 1-3).
@@ -75,10 +78,11 @@ impl Aead {
                 Aead::RingGcm(Wiped::new(LessSafeKey::new(unbound)))
             }
             (GcmCipher::Aes, 24) => {
-                Aead::Aes192Gcm(Box::new(AesGcm::new_from_slice(key).expect("24 bytes")))
+                let cipher = Aes192::new_from_slice(key).expect("24 bytes");
+                Aead::Aes192Gcm(Box::new(Aes192Gcm::new(cipher)))
             }
             (GcmCipher::Sm4, 16) => {
-                Aead::Sm4Gcm(Box::new(Sm4Gcm::new(key.try_into().expect("16 bytes"))))
+                Aead::Sm4Gcm(Box::new(Sm4Gcm::sm4(key.try_into().expect("16 bytes"))))
             }
             (cipher, n) => panic!("{cipher:?}-GCM key of {n} bytes"),
         }
@@ -114,7 +118,7 @@ impl Aead {
                     .map_err(|_| CipherError::TooLong)?;
                 tag.copy_from_slice(computed.as_ref());
             }
-            Aead::Aes192Gcm(key) => seal_rust_crypto(&**key, nonce, aad, in_out, tag)?,
+            Aead::Aes192Gcm(key) => tag.copy_from_slice(&key.seal_in_place(nonce, aad, in_out)?),
             Aead::Sm4Gcm(key) => tag.copy_from_slice(&key.seal_in_place(nonce, aad, in_out)?),
             Aead::CtrHmac(key) => key.seal_in_place(nonce, aad, in_out, tag)?,
         }
@@ -137,42 +141,23 @@ impl Aead {
                 .open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), in_out)
                 .map(|plaintext| plaintext.len())
                 .map_err(|_| CipherError::Authentication),
-            Aead::Aes192Gcm(key) => open_rust_crypto(&**key, nonce, aad, in_out),
-            Aead::Sm4Gcm(key) => {
-                let (ct, tag) = in_out.split_at_mut(in_out.len() - GCM_TAG_LEN);
-                let tag = (&*tag).try_into().expect("16-byte tag");
-                key.open_in_place(nonce, aad, ct, tag)?;
-                Ok(ct.len())
-            }
+            Aead::Aes192Gcm(key) => open_gcm(key, nonce, aad, in_out),
+            Aead::Sm4Gcm(key) => open_gcm(key, nonce, aad, in_out),
             Aead::CtrHmac(key) => key.open_in_place(nonce, aad, in_out),
         }
     }
 }
 
-fn seal_rust_crypto<A: AeadInOut<NonceSize = U12>>(
-    aead: &A,
-    nonce: &[u8; NONCE_LEN],
-    aad: &[u8],
-    in_out: &mut [u8],
-    tag: &mut [u8],
-) -> Result<(), CipherError> {
-    let computed = aead
-        .encrypt_inout_detached(nonce.into(), aad, in_out.into())
-        .map_err(|_| CipherError::TooLong)?;
-    tag.copy_from_slice(&computed);
-    Ok(())
-}
-
-fn open_rust_crypto<A: AeadInOut<NonceSize = U12>>(
-    aead: &A,
+/// Opens `in_out` (ciphertext then tag) with one of our GCMs.
+fn open_gcm<C: BlockCipherEncrypt<BlockSize = U16>>(
+    gcm: &Gcm<C>,
     nonce: &[u8; NONCE_LEN],
     aad: &[u8],
     in_out: &mut [u8],
 ) -> Result<usize, CipherError> {
     let (ct, tag) = in_out.split_at_mut(in_out.len() - GCM_TAG_LEN);
-    let tag = aes_gcm::Tag::try_from(&*tag).map_err(|_| CipherError::Authentication)?;
-    aead.decrypt_inout_detached(nonce.into(), aad, ct.into(), &tag)
-        .map_err(|_| CipherError::Authentication)?;
+    let tag = (&*tag).try_into().expect("16-byte tag");
+    gcm.open_in_place(nonce, aad, ct, tag)?;
     Ok(ct.len())
 }
 
