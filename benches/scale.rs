@@ -20,6 +20,8 @@
 //! Arguments narrow it down: mode names (`aes-128-gcm`, `sm4-gcm`) and stream
 //! counts (`1000`).
 
+mod common;
+
 use std::io::Write;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -490,27 +492,14 @@ fn main() {
             .expect("re-run the benchmark");
         std::process::exit(status.code().unwrap_or(1));
     }
-    gst::init().unwrap();
-    gststreamcrypt::plugin_register_static().unwrap();
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut counts: Vec<usize> = filters.iter().filter_map(|f| f.parse().ok()).collect();
+    let (mut counts, mode_filters) = common::start();
     if counts.is_empty() {
         counts = STREAM_COUNTS.to_vec();
     }
-    let mode_filters: Vec<&String> = filters
-        .iter()
-        .filter(|f| f.parse::<usize>().is_err())
-        .collect();
     let modes: Vec<Mode> = if mode_filters.is_empty() {
         MODES.to_vec()
     } else {
-        Mode::ALL
-            .into_iter()
-            .filter(|m| mode_filters.iter().any(|f| *f == m.nick()))
-            .collect()
+        mode_filters
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(

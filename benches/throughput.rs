@@ -8,6 +8,8 @@
 //! Run with `cargo bench --bench throughput` (or `scripts/bench.sh`). Arguments
 //! filter: `-- aes-128-gcm 1200` measures only that mode and size.
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -427,26 +429,17 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 fn main() {
-    gst::init().unwrap();
-    gststreamcrypt::plugin_register_static().unwrap();
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let size_filters: Vec<usize> = filters.iter().filter_map(|f| f.parse().ok()).collect();
-    let mode_filters: Vec<&String> = filters
-        .iter()
-        .filter(|f| f.parse::<usize>().is_err())
-        .collect();
+    let (size_filters, mode_filters) = common::start();
     let sizes: Vec<usize> = SIZES
         .iter()
         .copied()
         .filter(|s| size_filters.is_empty() || size_filters.contains(s))
         .collect();
-    let modes: Vec<Mode> = Mode::ALL
-        .into_iter()
-        .filter(|m| mode_filters.is_empty() || mode_filters.iter().any(|f| *f == m.nick()))
-        .collect();
+    let modes: Vec<Mode> = if mode_filters.is_empty() {
+        Mode::ALL.to_vec()
+    } else {
+        mode_filters
+    };
 
     println!(
         "streamcrypt throughput: {} cores, best of {ROUNDS} runs of about {:?} each, \
