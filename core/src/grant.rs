@@ -247,19 +247,32 @@ impl Claims {
 
     /// Whether the grant gives `right` on `stream`, and if not, why.
     pub fn allows(&self, stream: &str, right: Right) -> Result<(), Denied> {
-        if !self.covers(stream) {
-            return Err(Denied::OtherStream {
+        self.check_stream(stream)?;
+        self.check_right(right)
+    }
+
+    /// Whether the grant covers `stream`, and if not, why.
+    pub fn check_stream(&self, stream: &str) -> Result<(), Denied> {
+        if self.covers(stream) {
+            Ok(())
+        } else {
+            Err(Denied::OtherStream {
                 granted: self.stream.clone(),
                 asked: stream.to_owned(),
-            });
+            })
         }
-        if self.rights & right.bits() == 0 {
-            return Err(Denied::MissingRight {
+    }
+
+    /// Whether the grant has `right` (on the streams it covers), and if not, why.
+    pub fn check_right(&self, right: Right) -> Result<(), Denied> {
+        if self.rights & right.bits() != 0 {
+            Ok(())
+        } else {
+            Err(Denied::MissingRight {
                 right,
                 rights: self.rights,
-            });
+            })
         }
-        Ok(())
     }
 
     /// Checks the times against `now` (UNIX seconds): valid from `nbf` included

@@ -152,6 +152,29 @@ pub struct Health {
     pub key_period: u64,
 }
 
+/// The text of a file holding a secret (`what` names it in errors), wiped when
+/// dropped. Refuses a file that others than its owner may access.
+pub fn read_private_file(path: &Path, what: &str) -> Result<Zeroizing<String>, String> {
+    let shown = path.display();
+    let with_path = |e: String| format!("{what} {shown}: {e}");
+    let mut file = std::fs::File::open(path).map_err(|e| with_path(e.to_string()))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| with_path(e.to_string()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(with_path(format!(
+            "others than its owner may access it (mode {:04o}): `chmod 600 {shown}`",
+            mode & 0o7777
+        )));
+    }
+    let mut text = Zeroizing::new(String::new());
+    file.read_to_string(&mut text)
+        .map_err(|e| with_path(e.to_string()))?;
+    Ok(text)
+}
+
 /// The master secret the service derives keys from, wiped when dropped.
 pub struct MasterSecret(SecretKey);
 
@@ -174,26 +197,10 @@ impl MasterSecret {
     }
 
     /// Reads a master secret file. Refuses files that others than the owner may
-    /// read or write.
+    /// access.
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let shown = path.display();
-        let with_path = |e: String| format!("master secret file {shown}: {e}");
-        let mut file = std::fs::File::open(path).map_err(|e| with_path(e.to_string()))?;
-        let mode = file
-            .metadata()
-            .map_err(|e| with_path(e.to_string()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(with_path(format!(
-                "others than its owner may access it (mode {:04o}): `chmod 600 {shown}`",
-                mode & 0o7777
-            )));
-        }
-        let mut text = Zeroizing::new(String::new());
-        file.read_to_string(&mut text)
-            .map_err(|e| with_path(e.to_string()))?;
-        Self::from_text(&text).map_err(with_path)
+        let text = read_private_file(path, "master secret file")?;
+        Self::from_text(&text).map_err(|e| format!("master secret file {}: {e}", path.display()))
     }
 
     pub fn as_bytes(&self) -> &[u8] {
