@@ -376,3 +376,146 @@ fn an_unanswered_grant_expiring_ends_in_an_error_naming_the_expiry() {
         &["the grant of user carol expired at", &exp.to_string()],
     );
 }
+
+const HLS_FRAMES: u64 = 90;
+
+/// Writes 3 s of H.264 through `streamcrypthlssink` with keys from `service`
+/// into `dir`, the playlist carrying `playlist_grant`.
+fn produce_hls(service: &KeyService, dir: &std::path::Path, playlist_grant: &str) {
+    let publish = service.grant("alice", STREAM, "0xff", 600);
+    let pipeline = launch(&format!(
+        "streamcrypthlssink name=hls key-server={} stream-id={STREAM} target-duration=1 \
+           playlist-length=0 max-files=0 location={} playlist-location={} \
+         videotestsrc num-buffers={HLS_FRAMES} \
+           ! video/x-raw,width=320,height=240,framerate=30/1 \
+           ! openh264enc gop-size=30 ! h264parse ! hls.video",
+        service.url,
+        dir.join("segment%05d.ts").display(),
+        dir.join("playlist.m3u8").display(),
+    ));
+    let sink = pipeline.by_name("hls").unwrap();
+    sink.set_property("grant", &publish);
+    sink.set_property("playlist-grant", playlist_grant);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let end = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(TIMEOUT.as_secs()),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS");
+    pipeline.set_state(gst::State::Null).unwrap();
+    if let gst::MessageView::Error(err) = end.view() {
+        panic!("{}: {:?}", err.error(), err.debug());
+    }
+}
+
+/// The decoded video (I420) GStreamer's hlsdemux plays from `dir`, and
+/// whether it posted an error.
+fn hls_by_gstreamer(dir: &std::path::Path) -> (Vec<u8>, bool) {
+    let uri = glib::filename_to_uri(dir.join("playlist.m3u8"), None).unwrap();
+    let pipeline = launch(&format!(
+        "uridecodebin uri={uri} caps=video/x-raw ! appsink name=sink sync=false \
+           caps=video/x-raw,format=I420"
+    ));
+    let sink = app_sink(&pipeline, "sink");
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut video = Vec::new();
+    let mut failed = false;
+    // Until EOS or an error (after which no EOS comes).
+    wait_until("hlsdemux to end", || {
+        while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+            video.extend_from_slice(&sample.buffer().unwrap().map_readable().unwrap());
+        }
+        failed |= first_error(&drain(&bus)).is_some();
+        failed || sink.is_eos()
+    });
+    pipeline.set_state(gst::State::Null).unwrap();
+    (video, failed)
+}
+
+/// The decoded video (yuv420p) ffmpeg plays from `dir`, and whether it
+/// succeeded.
+fn hls_by_ffmpeg(dir: &std::path::Path) -> (Vec<u8>, bool) {
+    let output = std::process::Command::new("ffmpeg")
+        .current_dir(dir)
+        .args(["-v", "error", "-allowed_extensions", "ALL"])
+        .args(["-protocol_whitelist", "file,http,tcp,crypto"])
+        .args(["-i", "playlist.m3u8", "-map", "0:v"])
+        .args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+        .output()
+        .expect("ffmpeg (Debian package ffmpeg)");
+    (output.stdout, output.status.success())
+}
+
+#[test]
+fn hls_keys_come_from_the_service_with_the_token_in_the_playlist() {
+    let service = KeyService::start(1);
+    let viewers = service.grant("viewers", STREAM, "0xab", 600);
+    let dir = tempfile::tempdir().unwrap();
+    produce_hls(&service, dir.path(), &viewers);
+
+    let text = std::fs::read(dir.path().join("playlist.m3u8")).unwrap();
+    let m3u8_rs::Playlist::MediaPlaylist(playlist) = m3u8_rs::parse_playlist_res(&text).unwrap()
+    else {
+        panic!("not a media playlist");
+    };
+    assert!(playlist.segments.len() >= 3);
+    let prefix = format!("{}/v1/streams/{STREAM}/keys/", service.url);
+    for segment in &playlist.segments {
+        let uri = segment.key.as_ref().unwrap().uri.clone().unwrap();
+        let kid = uri
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once('?'))
+            .unwrap_or_else(|| panic!("{uri} is not the service's key URL"))
+            .0;
+        assert!(kid.parse::<u64>().is_ok(), "{uri}");
+        assert!(
+            uri.ends_with(&format!("?bits=128&format=raw&token={viewers}")),
+            "{uri}"
+        );
+    }
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().all(|name| !name.ends_with(".key")),
+        "{files:?}"
+    );
+
+    let (gstreamer, failed) = hls_by_gstreamer(dir.path());
+    assert!(!failed);
+    let frame = 320 * 240 * 3 / 2;
+    assert_eq!(gstreamer.len(), HLS_FRAMES as usize * frame);
+    let (ffmpeg, played) = hls_by_ffmpeg(dir.path());
+    assert!(played);
+    assert!(
+        ffmpeg == gstreamer,
+        "ffmpeg and hlsdemux decode the same frames"
+    );
+
+    // With a token that has expired, neither player gets a key, and the
+    // service refused them.
+    let expiring = service.grant("viewers", STREAM, "0xab", 2);
+    let expired_dir = tempfile::tempdir().unwrap();
+    produce_hls(&service, expired_dir.path(), &expiring);
+    while unix_now() < Grant::exp_of(&expiring) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused_before = service.log().matches(" 401 ").count();
+    let (gstreamer, _) = hls_by_gstreamer(expired_dir.path());
+    assert!(
+        gstreamer.is_empty(),
+        "hlsdemux decoded {} bytes",
+        gstreamer.len()
+    );
+    let (ffmpeg, _) = hls_by_ffmpeg(expired_dir.path());
+    assert!(ffmpeg.is_empty(), "ffmpeg decoded {} bytes", ffmpeg.len());
+    let log = service.log();
+    assert!(
+        log.matches(" 401 ").count() > refused_before,
+        "no 401 in the service's log:\n{log}"
+    );
+}
