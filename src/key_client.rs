@@ -454,7 +454,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_service_is_named() {
-        // Port 9 (discard) on loopback: nothing listens there in a test machine.
+        // A loopback port bound and released at once: nothing listens there.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
@@ -481,6 +481,59 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(129)] {
             assert!(check_stream_name(bad).is_err(), "{bad}");
         }
+    }
+
+    fn token(stream: &str, rights: u8, exp: u64) -> String {
+        let key = grant::SigningKey::generate().unwrap();
+        grant::sign(
+            &key,
+            &Claims {
+                sub: "alice".into(),
+                stream: stream.into(),
+                rights,
+                exp,
+                nbf: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn grants_are_checked_for_stream_rights_and_time() {
+        let now = 1_800_000_000;
+        let ok = |stream, rights, role| {
+            Grant::check(&token(stream, rights, now + 60), "room1", role, now)
+        };
+        assert!(ok("room1", 0xff, Role::Publisher).is_ok());
+        assert!(ok("room*", 0xab, Role::Watcher).is_ok());
+        assert!(ok("*", 0xab, Role::PublicViewer).is_ok());
+        let why = ok("room2", 0xff, Role::Watcher).unwrap_err();
+        assert!(
+            why.contains("is for stream \"room2\", not stream-id \"room1\""),
+            "{why}"
+        );
+        let why = ok("room1", 0xab, Role::Publisher).unwrap_err();
+        assert!(
+            why.contains("rights 0xab (watch only): a publisher needs"),
+            "{why}"
+        );
+        let why = ok("room1", 0x54, Role::Watcher).unwrap_err();
+        assert!(
+            why.contains("(publish only): a decrypter needs watch"),
+            "{why}"
+        );
+        let why = ok("room1", 0xff, Role::PublicViewer).unwrap_err();
+        assert!(why.contains("must not have publish rights"), "{why}");
+        let expired = Grant::check(&token("room1", 0xff, now), "room1", Role::Watcher, now);
+        let why = expired.unwrap_err();
+        assert!(
+            why.contains("the grant of user alice: grant expired at"),
+            "{why}"
+        );
+        let why = Grant::check("not.a.jwt", "room1", Role::Watcher, now).unwrap_err();
+        assert!(why.starts_with("the grant cannot be read"), "{why}");
+        // The token is never in what is shown of a grant.
+        let grant = ok("room1", 0xff, Role::Publisher).unwrap();
+        assert!(!format!("{grant:?}").contains(grant.token()));
     }
 
     #[test]
