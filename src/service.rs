@@ -21,6 +21,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use zeroize::Zeroizing;
 
+use crate::common::KeySettings;
 use crate::format::Format;
 use crate::grant;
 use crate::key_client::{self, ClientError, Grant, KeyClient, Role};
@@ -81,14 +82,70 @@ pub fn grant_expiring_signal() -> glib::subclass::Signal {
         .param_types([u64::static_type()])
         .return_type::<Option<String>>()
         .run_last()
-        .accumulator(|_hint, accumulated, value| {
-            if matches!(value.get::<Option<&str>>(), Ok(Some(_))) {
-                ControlFlow::Break(value.clone())
-            } else {
-                ControlFlow::Continue(accumulated)
-            }
-        })
+        .accumulator(first_string)
         .build()
+}
+
+/// The accumulator of a signal that asks handlers for a string (a key, a
+/// grant): the first handler to return one wins.
+pub fn first_string(
+    _hint: &glib::subclass::SignalInvocationHint,
+    accumulated: glib::Value,
+    value: &glib::Value,
+) -> ControlFlow<glib::Value, glib::Value> {
+    if matches!(value.get::<Option<&str>>(), Ok(Some(_))) {
+        ControlFlow::Break(value.clone())
+    } else {
+        ControlFlow::Continue(accumulated)
+    }
+}
+
+/// The key property set along with `key-server`, if any: `key`,
+/// `passphrase` or `key-file`.
+pub fn own_keys(keys: &KeySettings) -> Option<&'static str> {
+    match (&keys.key, &keys.key_file) {
+        (Some(text), _) if text.is_passphrase() => Some("passphrase"),
+        (Some(_), _) => Some("key"),
+        (None, Some(_)) => Some("key-file"),
+        (None, None) => None,
+    }
+}
+
+/// `ServiceSettings::resolve` at an element's start: a refusal becomes the
+/// element's start error, and an exposed grant file a warning it posts.
+pub fn resolve_at_start<T: ElementImpl>(
+    imp: &T,
+    service: &ServiceSettings,
+    role: Role,
+    format: Option<&Format>,
+    own_keys: Option<&str>,
+) -> Result<Resolved, gst::ErrorMessage> {
+    let resolved = service
+        .resolve(role, format, own_keys)
+        .map_err(|why| start_refused(&why))?;
+    if let Some(exposed) = &resolved.exposed {
+        gst::element_imp_warning!(imp, gst::ResourceError::Settings, ("{exposed}"));
+    }
+    Ok(resolved)
+}
+
+/// Why an element cannot start with the key service, as its start error.
+pub fn start_refused(why: &dyn std::fmt::Display) -> gst::ErrorMessage {
+    gst::error_msg!(
+        gst::LibraryError::Settings,
+        ("Cannot take keys from the key service: {why}")
+    )
+}
+
+/// A request to the key service that failed at start, as the start error:
+/// a refused grant is "not authorized", anything else "cannot read".
+pub fn start_failed(err: ClientError) -> gst::ErrorMessage {
+    let message = format!("Cannot start: {err}");
+    if err.is_denied() {
+        gst::error_msg!(gst::ResourceError::NotAuthorized, ("{message}"))
+    } else {
+        gst::error_msg!(gst::ResourceError::OpenRead, ("{message}"))
+    }
 }
 
 /// The key-service settings, kept between runs.
@@ -289,17 +346,25 @@ pub struct Worker {
 }
 
 /// What the key-service thread needs to fetch keys.
-pub struct Fetcher {
-    pub client: KeyClient,
-    pub stream: String,
+struct Fetcher {
+    client: KeyClient,
+    stream: String,
     /// Key length in bits (128, 192 or 256).
-    pub bits: usize,
-    pub role: Role,
+    bits: usize,
+    role: Role,
 }
 
 impl Worker {
-    /// Starts the thread for `element`, with `grant`.
-    pub fn start<T: ServiceUser>(element: &T, fetcher: Fetcher, grant: Grant) -> Self {
+    /// Starts the thread for `element`: keys of `bits` for `resolved`'s
+    /// stream, under its grant, which new grants are checked for `role`.
+    pub fn start<T: ServiceUser>(element: &T, resolved: Resolved, bits: usize, role: Role) -> Self {
+        let fetcher = Fetcher {
+            client: resolved.client,
+            stream: resolved.stream,
+            bits,
+            role,
+        };
+        let grant = resolved.grant;
         let shared = Arc::new(Shared {
             jobs: Mutex::new(Jobs {
                 stop: false,

@@ -3,7 +3,7 @@
 //! anything that does not authenticate. SFrame frames name their key; for the
 //! compatibility formats, which do not, the keys are tried in turn.
 
-use std::ops::{ControlFlow, Range};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -831,13 +831,7 @@ impl ObjectImpl for StreamDecrypt {
                     .param_types([u64::static_type()])
                     .return_type::<Option<String>>()
                     .run_last()
-                    .accumulator(|_hint, accumulated, value| {
-                        if matches!(value.get::<Option<&str>>(), Ok(Some(_))) {
-                            ControlFlow::Break(value.clone())
-                        } else {
-                            ControlFlow::Continue(accumulated)
-                        }
-                    })
+                    .accumulator(crate::service::first_string)
                     .build(),
             ]
         });
@@ -1095,15 +1089,10 @@ impl BaseTransformImpl for StreamDecrypt {
         state.running = Some(running);
         state.stats = Stats::default();
         drop(state);
-        let service = settings.service.enabled().then(|| {
-            let own_keys = match (&keys.key, &keys.key_file) {
-                (Some(text), _) if text.is_passphrase() => Some("passphrase"),
-                (Some(_), _) => Some("key"),
-                (None, Some(_)) => Some("key-file"),
-                (None, None) => None,
-            };
-            (settings.service.clone(), own_keys)
-        });
+        let service = settings
+            .service
+            .enabled()
+            .then(|| (settings.service.clone(), crate::service::own_keys(keys)));
         drop(settings);
 
         if let Some((service, own_keys)) = service {

@@ -24,7 +24,7 @@ use crate::format::Format;
 use crate::key_client::{self, ClientError, Role};
 use crate::key_requests::{self, Held};
 use crate::keys::KeyText;
-use crate::service::{Fetcher, ServiceSettings, ServiceUser, Worker};
+use crate::service::{ServiceSettings, ServiceUser, Worker};
 
 pub const DEFAULT_KEY_WAIT_MS: u32 = 2000;
 
@@ -116,25 +116,9 @@ impl StreamDecrypt {
         format: &Format,
         own_keys: Option<&'static str>,
     ) -> Result<(), gst::ErrorMessage> {
-        let resolved = service
-            .resolve(Role::Watcher, Some(format), own_keys)
-            .map_err(|why| {
-                gst::error_msg!(
-                    gst::LibraryError::Settings,
-                    ("Cannot take keys from the key service: {why}")
-                )
-            })?;
-        if let Some(exposed) = &resolved.exposed {
-            gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{exposed}"));
-        }
-        let service_error = |err: ClientError| {
-            let message = format!("Cannot start: {err}");
-            if err.is_denied() {
-                gst::error_msg!(gst::ResourceError::NotAuthorized, ("{message}"))
-            } else {
-                gst::error_msg!(gst::ResourceError::OpenRead, ("{message}"))
-            }
-        };
+        let resolved =
+            crate::service::resolve_at_start(self, service, Role::Watcher, Some(format), own_keys)?;
+        let service_error = crate::service::start_failed;
         let client = &resolved.client;
         let period = client.key_period().map_err(service_error)?;
         let kid = key_client::unix_now() / period;
@@ -158,16 +142,7 @@ impl StreamDecrypt {
                 ("Cannot start: the key service's key for KID {kid} is unusable: {err}")
             )
         })?;
-        let worker = Worker::start(
-            self,
-            Fetcher {
-                client: resolved.client,
-                stream: resolved.stream,
-                bits,
-                role: Role::Watcher,
-            },
-            resolved.grant,
-        );
+        let worker = Worker::start(self, resolved, bits, Role::Watcher);
         *self.worker.lock().unwrap() = Some(worker);
         self.prefetch(kid + 1);
         Ok(())

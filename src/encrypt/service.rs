@@ -17,7 +17,7 @@ use super::imp::{Settings, StreamEncrypt};
 use crate::format::{Format, ReadyKey};
 use crate::key_client::{self, ClientError, Role};
 use crate::keys::KeyText;
-use crate::service::{Fetcher, Resolved, ServiceUser, Worker};
+use crate::service::{Resolved, ServiceUser, Worker};
 
 /// How often a key that is due and missing is asked for again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -62,32 +62,14 @@ impl StreamEncrypt {
         format: &Format,
     ) -> Result<Started, gst::ErrorMessage> {
         let keys = &settings.keys;
-        let own_keys = match (&keys.key, &keys.key_file) {
-            (Some(text), _) if text.is_passphrase() => Some("passphrase"),
-            (Some(_), _) => Some("key"),
-            (None, Some(_)) => Some("key-file"),
-            (None, None) => None,
-        };
-        let resolved = settings
-            .service
-            .resolve(Role::Publisher, Some(format), own_keys)
-            .map_err(|why| {
-                gst::error_msg!(
-                    gst::LibraryError::Settings,
-                    ("Cannot take keys from the key service: {why}")
-                )
-            })?;
-        if let Some(exposed) = &resolved.exposed {
-            gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{exposed}"));
-        }
-        let service_error = |err: ClientError| {
-            let message = format!("Cannot start: {err}");
-            if err.is_denied() {
-                gst::error_msg!(gst::ResourceError::NotAuthorized, ("{message}"))
-            } else {
-                gst::error_msg!(gst::ResourceError::OpenRead, ("{message}"))
-            }
-        };
+        let resolved = crate::service::resolve_at_start(
+            self,
+            &settings.service,
+            Role::Publisher,
+            Some(format),
+            crate::service::own_keys(keys),
+        )?;
+        let service_error = crate::service::start_failed;
         let token = resolved.grant.token();
         let current = resolved
             .client
@@ -153,16 +135,7 @@ impl StreamEncrypt {
         let next = rotation.current + 1;
         let boundary = rotation.boundary(next);
         *self.rotation.lock().unwrap() = Some(rotation);
-        let worker = Worker::start(
-            self,
-            Fetcher {
-                client: resolved.client,
-                stream: resolved.stream,
-                bits,
-                role: Role::Publisher,
-            },
-            resolved.grant,
-        );
+        let worker = Worker::start(self, resolved, bits, Role::Publisher);
         worker.fetch(next);
         worker.tick_at(boundary);
         *self.worker.lock().unwrap() = Some(worker);

@@ -20,7 +20,7 @@ use crate::hls::{self, GivenKey, Pattern};
 use crate::key_client::{self, ClientError, Grant, KeyClient, Role};
 use crate::key_service::{self, KeyFormat};
 use crate::keys::{KeyText, SecretKey};
-use crate::service::{Fetcher, Resolved, ServiceSettings, ServiceUser, Worker};
+use crate::service::{ServiceSettings, ServiceUser, Worker};
 
 /// The period keys while running.
 pub struct PeriodKeys {
@@ -73,20 +73,10 @@ pub struct ServiceStart<'a> {
 
 /// Why the sink cannot start with the key service: a GStreamer error.
 fn refused(why: impl std::fmt::Display) -> gst::ErrorMessage {
-    gst::error_msg!(
-        gst::LibraryError::Settings,
-        ("Cannot take keys from the key service: {why}")
-    )
+    crate::service::start_refused(&why)
 }
 
-fn service_error(err: ClientError) -> gst::ErrorMessage {
-    let message = format!("Cannot start: {err}");
-    if err.is_denied() {
-        gst::error_msg!(gst::ResourceError::NotAuthorized, ("{message}"))
-    } else {
-        gst::error_msg!(gst::ResourceError::OpenRead, ("{message}"))
-    }
-}
+use crate::service::start_failed as service_error;
 
 fn parse_key(kid: u64, text: &KeyText) -> Result<SecretKey, String> {
     hls::parse_key(text.as_str())
@@ -101,22 +91,13 @@ impl StreamCryptHlsSink {
         if let Some(conflict) = start.conflict {
             return Err(refused(conflict));
         }
-        let Resolved {
-            client,
-            stream,
-            grant,
-            exposed,
-        } = start
-            .service
-            .resolve(Role::Publisher, None, None)
-            .map_err(refused)?;
-        if let Some(exposed) = exposed {
-            gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{exposed}"));
-        }
+        let resolved =
+            crate::service::resolve_at_start(self, start.service, Role::Publisher, None, None)?;
+        let (client, stream, grant) = (&resolved.client, &resolved.stream, &resolved.grant);
         let token = match start.playlist_grant {
             Some(token) => {
                 let checked =
-                    Grant::check(token, &stream, Role::PublicViewer, key_client::unix_now())
+                    Grant::check(token, stream, Role::PublicViewer, key_client::unix_now())
                         .map_err(|why| refused(format!("playlist-grant: {why}")))?;
                 Some(Zeroizing::new(checked.token().to_owned()))
             }
@@ -137,11 +118,11 @@ impl StreamCryptHlsSink {
             None => None,
         };
         let current = client
-            .current(&stream, grant.token())
+            .current(stream, grant.token())
             .map_err(service_error)?;
         let bits = hls::KEY_LEN * 8;
         let text = client
-            .key(&stream, current.kid, bits, grant.token())
+            .key(stream, current.kid, bits, grant.token())
             .map_err(service_error)?;
         let key = parse_key(current.kid, &text).map_err(refused)?;
         gst::info!(
@@ -165,16 +146,7 @@ impl StreamCryptHlsSink {
             late: None,
             failed: None,
         });
-        let worker = Worker::start(
-            self,
-            Fetcher {
-                client,
-                stream,
-                bits,
-                role: Role::Publisher,
-            },
-            grant,
-        );
+        let worker = Worker::start(self, resolved, bits, Role::Publisher);
         worker.fetch(current.kid + 1);
         *self.worker.lock().unwrap() = Some(worker);
         Ok(())
