@@ -469,8 +469,9 @@ impl SigningKey {
     }
 
     /// The compact JWS of `signing_input` (the encoded header, '.', the encoded
-    /// payload).
-    fn sign_jws(&self, signing_input: &str) -> String {
+    /// payload), whatever they hold: for tests and fuzzing; grants are made with
+    /// [`sign`].
+    pub fn sign_jws(&self, signing_input: &str) -> String {
         let signature = self.pair.sign(signing_input.as_bytes());
         format!(
             "{signing_input}.{}",

@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
 use streamcrypt_core::grant::{self, Claims, Right, SigningKey, VerifyingKey, is_stream_pattern};
 use streamcrypt_core::key_service::{MasterSecret, read_private_file};
 use zeroize::Zeroizing;
 
-use crate::service::Service;
-use crate::{GrantArgs, ServeArgs, serve};
+use crate::privilege::Privilege;
+use crate::service::{Service, hex_lower};
+use crate::{GrantArgs, PrivilegeEncodeArgs, ServeArgs, serve};
 
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -22,15 +24,25 @@ pub fn unix_now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
-/// Rights as `--rights` takes them: decimal or 0x hex, 0 to 255.
-pub fn parse_rights(text: &str) -> Result<u8, String> {
+/// Privilege bits as the options take them: decimal or 0x hex, 0 to `max`.
+fn parse_bits(text: &str, max: u32) -> Result<u32, String> {
     let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) => u8::from_str_radix(hex, 16),
+        Some(hex) => u32::from_str_radix(hex, 16),
         None => text.parse(),
     };
-    parsed.map_err(|_| {
-        format!("`{text}` is not privilege bits: a number from 0 to 255, decimal or 0x hex")
+    parsed.ok().filter(|bits| *bits <= max).ok_or_else(|| {
+        format!("`{text}` is not privilege bits: a number from 0 to {max}, decimal or 0x hex")
     })
+}
+
+/// `--rights`: a grant's bits, 0 to 255.
+pub fn parse_rights(text: &str) -> Result<u8, String> {
+    parse_bits(text, u8::MAX.into()).map(|bits| bits as u8)
+}
+
+/// `--privilege-map`: iLive's 32-bit field.
+pub fn parse_privilege_map(text: &str) -> Result<u32, String> {
+    parse_bits(text, u32::MAX)
 }
 
 /// Creates `path` with `mode` and writes `contents`; refuses an existing file.
@@ -74,12 +86,9 @@ pub fn master_secret(out: &Path) -> Result<(), String> {
     let mut secret = Zeroizing::new([0u8; 32]);
     getrandom::fill(secret.as_mut())
         .map_err(|e| format!("the system random generator failed: {e}"))?;
-    let mut text = Zeroizing::new(String::with_capacity(65));
-    for byte in secret.iter() {
-        text.push_str(&format!("{byte:02x}"));
-    }
-    text.push('\n');
-    create_file(out, 0o600, text.as_bytes())
+    let mut text = hex_lower(secret.as_ref());
+    text.push(b'\n');
+    create_file(out, 0o600, &text)
 }
 
 fn read_signing_key(path: &Path) -> Result<SigningKey, String> {
@@ -149,19 +158,9 @@ pub fn verify(
     token: Option<&str>,
 ) -> Result<(), String> {
     let keys = read_issuer_keys(issuer_keys)?;
-    let mut from_stdin = String::new();
-    let token = match token {
-        Some(token) if token != "-" => token,
-        _ => {
-            // One token more than the limit is enough to refuse it as too long.
-            std::io::stdin()
-                .take(grant::MAX_TOKEN_LEN as u64 + 2)
-                .read_to_string(&mut from_stdin)
-                .map_err(|e| format!("reading the grant from stdin: {e}"))?;
-            from_stdin.trim()
-        }
-    };
-    let claims = grant::verify(&keys, token, unix_now()).map_err(|e| e.to_string())?;
+    // One byte more than the limit is enough to refuse a token as too long.
+    let token = argument_or_stdin(token, grant::MAX_TOKEN_LEN + 2, "the grant")?;
+    let claims = grant::verify(&keys, &token, unix_now()).map_err(|e| e.to_string())?;
     let checks = stream
         .map(|stream| claims.check_stream(stream))
         .into_iter()
@@ -207,4 +206,101 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
         serve::run(service, listener, tls, args.max_connections as usize).await;
         Ok(())
     })
+}
+
+/// `argument`, or (for `-` or none) at most `limit` bytes of stdin, trimmed.
+fn argument_or_stdin(argument: Option<&str>, limit: usize, what: &str) -> Result<String, String> {
+    match argument {
+        Some(text) if text != "-" => Ok(text.to_owned()),
+        _ => {
+            let mut text = String::new();
+            std::io::stdin()
+                .take(limit as u64)
+                .read_to_string(&mut text)
+                .map_err(|e| format!("reading {what} from stdin: {e}"))?;
+            Ok(text.trim().to_owned())
+        }
+    }
+}
+
+/// How a privilege string is written as text.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Encoding {
+    Hex,
+    Base64,
+}
+
+fn read_tea_key(path: &Path) -> Result<Zeroizing<[u8; 16]>, String> {
+    let text = read_private_file(path, "TEA key file")?;
+    let line = text.lines().next().unwrap_or("");
+    let key = streamcrypt_core::keys::KeyText::new(line)
+        .parse(&[16], Some(16), "qq-tea")
+        .map_err(|e| format!("TEA key file {}: {e}", path.display()))?;
+    let mut bytes = Zeroizing::new([0u8; 16]);
+    bytes.copy_from_slice(key.as_bytes());
+    Ok(bytes)
+}
+
+pub fn privilege_encode(args: &PrivilegeEncodeArgs) -> Result<(), String> {
+    let key = read_tea_key(&args.key_file)?;
+    let exp = match (args.ttl, args.exp) {
+        (Some(ttl), _) => u32::try_from(unix_now())
+            .ok()
+            .and_then(|now| now.checked_add(ttl))
+            .ok_or_else(|| "the expiry does not fit the 32-bit field (after 2106)".to_owned())?,
+        (None, Some(exp)) => exp,
+        (None, None) => unreachable!("clap requires --ttl or --exp"),
+    };
+    let privilege = Privilege {
+        account: args.account.clone(),
+        sdkappid: args.sdkappid,
+        auth_id: args.auth_id,
+        exp,
+        privilege_map: args.privilege_map,
+        account_type: args.account_type,
+    };
+    let mut random = [0u8; streamcrypt_core::compat::qq_tea::RANDOM_LEN];
+    getrandom::fill(&mut random).map_err(|e| format!("the system random generator failed: {e}"))?;
+    let string = privilege.encrypt(&key, &random)?;
+    match args.encoding {
+        Encoding::Hex => println!(
+            "{}",
+            std::str::from_utf8(&hex_lower(&string)).expect("hex is ASCII")
+        ),
+        Encoding::Base64 => println!("{}", base64_standard().encode(&string)),
+    }
+    Ok(())
+}
+
+pub fn privilege_decode(
+    key_file: &Path,
+    encoding: Encoding,
+    string: Option<&str>,
+) -> Result<(), String> {
+    let key = read_tea_key(key_file)?;
+    let text = argument_or_stdin(string, 1 << 20, "the privilege string")?;
+    let bytes = match encoding {
+        Encoding::Hex => streamcrypt_core::keys::SecretKey::from_hex(&text)
+            .map(|bytes| bytes.as_bytes().to_vec())
+            .map_err(|e| {
+                // KeyError speaks of "the key"; here it is the string.
+                format!(
+                    "the privilege string {}",
+                    e.to_string().trim_start_matches("the key ")
+                )
+            })?,
+        Encoding::Base64 => base64_standard()
+            .decode(text.as_bytes())
+            .map_err(|e| format!("the privilege string is not base64: {e}"))?,
+    };
+    let privilege = Privilege::decrypt(&bytes, &key).map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&privilege).expect("fields serialise to JSON")
+    );
+    Ok(())
+}
+
+fn base64_standard() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
 }

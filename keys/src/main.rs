@@ -3,6 +3,7 @@
 //! "Key service").
 
 mod commands;
+mod privilege;
 mod serve;
 mod service;
 
@@ -60,6 +61,57 @@ enum Command {
     },
     /// Run the key service.
     Serve(ServeArgs),
+    /// Build or open iLive's privilege string (privMapEncrypt), QQ TEA-encrypted.
+    Privilege {
+        #[command(subcommand)]
+        command: PrivilegeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrivilegeCommand {
+    /// Build a privilege string from its fields; prints it.
+    Encode(PrivilegeEncodeArgs),
+    /// Open a privilege string; prints its fields (JSON).
+    Decode {
+        /// File whose first line is the app's 16-byte TEA key: 16 characters of
+        /// text or 32 hex digits (mode 0600).
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long, value_enum, default_value_t = commands::Encoding::Hex)]
+        encoding: commands::Encoding,
+        /// The string; `-` or nothing reads it from stdin.
+        string: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct PrivilegeEncodeArgs {
+    /// File whose first line is the app's 16-byte TEA key: 16 characters of
+    /// text or 32 hex digits (mode 0600).
+    #[arg(long)]
+    key_file: PathBuf,
+    /// The user's account (identifier).
+    #[arg(long)]
+    account: String,
+    #[arg(long)]
+    sdkappid: u32,
+    /// The room (auth id, group number).
+    #[arg(long)]
+    auth_id: u32,
+    /// Privilege bits, decimal or 0x hex: 0xff all, 0xab watch only.
+    #[arg(long, value_parser = commands::parse_privilege_map)]
+    privilege_map: u32,
+    #[arg(long, default_value_t = 0)]
+    account_type: u32,
+    /// Seconds from now until it expires (Tencent suggests 300).
+    #[arg(long, conflicts_with = "exp", required_unless_present = "exp")]
+    ttl: Option<u32>,
+    /// Expiry, UNIX seconds.
+    #[arg(long)]
+    exp: Option<u32>,
+    #[arg(long, value_enum, default_value_t = commands::Encoding::Hex)]
+    encoding: commands::Encoding,
 }
 
 #[derive(Args)]
@@ -127,6 +179,17 @@ fn main() -> ExitCode {
             token,
         } => commands::verify(&issuer_keys, stream.as_deref(), need, token.as_deref()),
         Command::Serve(args) => commands::serve(&args),
+        Command::Privilege {
+            command: PrivilegeCommand::Encode(args),
+        } => commands::privilege_encode(&args),
+        Command::Privilege {
+            command:
+                PrivilegeCommand::Decode {
+                    key_file,
+                    encoding,
+                    string,
+                },
+        } => commands::privilege_decode(&key_file, encoding, string.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -410,7 +410,7 @@ impl Service {
 }
 
 /// Lowercase hex of `bytes`, wiped when dropped.
-fn hex_lower(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
+pub fn hex_lower(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = Zeroizing::new(Vec::with_capacity(2 * bytes.len()));
     for byte in bytes {

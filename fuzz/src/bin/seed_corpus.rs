@@ -227,6 +227,26 @@ fn key_seeds(corpus: &mut Corpus) {
     corpus.write("key_text", texts.map(String::into_bytes));
 }
 
+/// Grants for grant_token: claims to sign (mode byte 1) and tokens (mode 0).
+fn grant_seeds(corpus: &mut Corpus) {
+    let claims = [
+        r#"{"sub":"alice","stream":"room1","rights":171,"exp":1700000600}"#,
+        r#"{"sub":"bob","stream":"room-*","rights":255,"exp":1700000600,"nbf":1699999999,"iat":1}"#,
+        r#"{"sub":"","stream":"*","rights":84,"exp":1700000001,"aud":["x"]}"#,
+    ];
+    let tokens = [
+        // RFC 8037, A.4.
+        "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc.hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg",
+        "eyJhbGciOiJub25lIn0.e30.",
+        "a.b.c",
+    ];
+    let seeds = claims
+        .iter()
+        .map(|text| [&[1u8][..], text.as_bytes()].concat())
+        .chain(tokens.iter().map(|text| [&[0u8][..], text.as_bytes()].concat()));
+    corpus.write("grant_token", seeds);
+}
+
 /// LiveKit frames of each codec as a sender has them and as a receiver gets them.
 fn livekit_seeds(corpus: &mut Corpus) {
     let mut vp8_key = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
@@ -279,5 +299,6 @@ fn main() {
     compat_seeds(&mut corpus);
     key_seeds(&mut corpus);
     livekit_seeds(&mut corpus);
+    grant_seeds(&mut corpus);
     println!("seed_corpus: {} seeds in {corpus_dir}", corpus.written);
 }
