@@ -519,3 +519,27 @@ fn hls_keys_come_from_the_service_with_the_token_in_the_playlist() {
         "no 401 in the service's log:\n{log}"
     );
 }
+
+#[test]
+fn a_frame_whose_key_cannot_be_fetched_is_dropped_and_counted_with_the_reason() {
+    let mut service = KeyService::start(60);
+    let watch = service.grant("bob", STREAM, "0xab", 600);
+    let decrypter = keyed("streamdecrypt", &service.url, &watch, "");
+    let (mut h, bus) = harness(&decrypter);
+    h.play();
+    // The service goes away: the next KID's key cannot come.
+    service.stop();
+    let (mut encrypter, _) = encrypter(KEY_A, u64::from(u32::MAX));
+    encrypter.play();
+    let frame = encrypter.push_and_pull(media_buffer(0)).unwrap();
+    assert_eq!(
+        h.push(frame),
+        Ok(gst::FlowSuccess::Ok),
+        "dropped, not an error (on-error=drop)"
+    );
+    assert_eq!(h.buffers_in_queue(), 0);
+    assert_eq!(stat(&decrypter, "dropped-no-key"), 1);
+    assert!(stat(&decrypter, "key-requests") >= 1);
+    let said = warnings(&drain(&bus)).join("\n");
+    assert_says(&said, &[&format!("KID {}", u32::MAX), "cannot be reached"]);
+}

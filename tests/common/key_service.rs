@@ -160,10 +160,17 @@ impl KeyService {
     }
 }
 
-impl Drop for KeyService {
-    fn drop(&mut self) {
+impl KeyService {
+    /// Stops the service: nothing answers at its address any more.
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for KeyService {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
