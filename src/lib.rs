@@ -7,7 +7,9 @@ mod common;
 pub mod decrypt;
 pub mod encrypt;
 pub mod hlssink;
+pub mod key_client;
 pub mod mode;
+mod service;
 pub mod vp8pay;
 
 // The GStreamer-free half, under the names the elements and tests use.

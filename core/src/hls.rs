@@ -56,6 +56,10 @@ pub struct HlsSettings {
     pub key_rotation: u32,
     /// A fixed key; `None`: a fresh random key for each key period.
     pub key: Option<SecretKey>,
+    /// The caller gives each segment's key (`HlsWriter::add_segment_with`),
+    /// e.g. from a key service: no key file is written, and `key_location`,
+    /// `key_uri`, `key_rotation` and `key` are not used.
+    pub given_keys: bool,
 }
 
 impl Default for HlsSettings {
@@ -71,6 +75,7 @@ impl Default for HlsSettings {
             key_uri: None,
             key_rotation: 0,
             key: None,
+            given_keys: false,
         }
     }
 }
@@ -373,8 +378,10 @@ impl HlsSettings {
         let key_location =
             parse_file_property("key-location", &self.key_location, key_numbering, &why_key)?;
         let key_uri = match &self.key_uri {
-            Some(uri) => Some(parse_property("key-uri", uri, key_numbering, &why_key)?),
-            None => None,
+            Some(uri) if !self.given_keys => {
+                Some(parse_property("key-uri", uri, key_numbering, &why_key)?)
+            }
+            _ => None,
         };
         Ok(Names {
             location,
@@ -551,8 +558,18 @@ fn random_key() -> Result<SecretKey, HlsError> {
 struct KeyPeriod {
     number: u64,
     key: AesCbc,
-    path: PathBuf,
+    /// `None`: a key given by the caller, which has no file.
+    path: Option<PathBuf>,
     uri: String,
+}
+
+/// A segment's key given by the caller (`HlsWriter::add_segment_with`): its
+/// number (a key service's KID), the AES-128 key, and the URI players fetch
+/// it from.
+pub struct GivenKey {
+    pub number: u64,
+    pub key: SecretKey,
+    pub uri: String,
 }
 
 /// A segment listed in the playlist.
@@ -598,11 +615,13 @@ impl HlsWriter {
         let names = settings.names()?;
         let first = |pattern: &Pattern| PathBuf::from(pattern.format(0));
         check_folder("location", &settings.location, &first(&names.location))?;
-        check_folder(
-            "key-location",
-            &settings.key_location,
-            &first(&names.key_location),
-        )?;
+        if !settings.given_keys {
+            check_folder(
+                "key-location",
+                &settings.key_location,
+                &first(&names.key_location),
+            )?;
+        }
         check_folder(
             "playlist-location",
             &settings.playlist_location,
@@ -653,22 +672,60 @@ impl HlsWriter {
         let period = KeyPeriod {
             number,
             key: AesCbc::new(secret.as_bytes()),
-            path,
+            path: Some(path),
             uri,
         };
         Ok((period, secret))
+    }
+
+    /// Like `add_segment`, under a key the caller gives: no key file is
+    /// written. A key of another number than the last one starts a new key
+    /// period.
+    pub fn add_segment_with(
+        &mut self,
+        plaintext: &[u8],
+        duration: f64,
+        given: &GivenKey,
+    ) -> Result<PathBuf, HlsError> {
+        check_key_length(&given.key)?;
+        let new_period = match &self.key {
+            Some(key) if key.number == given.number => None,
+            _ => Some(KeyPeriod {
+                number: given.number,
+                key: AesCbc::new(given.key.as_bytes()),
+                path: None,
+                uri: given.uri.clone(),
+            }),
+        };
+        self.write_segment(plaintext, duration, new_period.map(|period| (period, None)))
     }
 
     /// Encrypts one finished segment, writes it (and its key file when it starts
     /// a key period), and rewrites the playlist. Returns the segment file's path.
     /// When the segment cannot be written, its new key file is not left behind.
     pub fn add_segment(&mut self, plaintext: &[u8], duration: f64) -> Result<PathBuf, HlsError> {
-        let number = self.next_segment;
-        let period = self.period_of(number);
+        let period = self.period_of(self.next_segment);
         let new_period = match &self.key {
             Some(key) if key.number == period => None,
             _ => Some(self.new_key_period(period)?),
         };
+        self.write_segment(
+            plaintext,
+            duration,
+            new_period.map(|(period, secret)| (period, Some(secret))),
+        )
+    }
+
+    /// Encrypts and writes segment `next_segment` under the current key
+    /// period or `new_period` (with the bytes of its key file, if it has one),
+    /// then the playlist.
+    fn write_segment(
+        &mut self,
+        plaintext: &[u8],
+        duration: f64,
+        new_period: Option<(KeyPeriod, Option<SecretKey>)>,
+    ) -> Result<PathBuf, HlsError> {
+        let number = self.next_segment;
         let key = match &new_period {
             Some((key, _)) => key,
             None => self.key.as_ref().expect("the current period"),
@@ -690,26 +747,32 @@ impl HlsWriter {
             false,
             "segment",
         )?;
-        if let Some((key, secret)) = &new_period {
+        let key_file = match &new_period {
+            Some((
+                KeyPeriod {
+                    path: Some(path), ..
+                },
+                Some(secret),
+            )) => Some((path, secret)),
+            _ => None,
+        };
+        if let Some((path, secret)) = key_file {
             // Durable before any segment needs it. On failure the segment's
             // temporary file goes with `segment`.
-            write_file(
-                &key.path,
-                secret.as_bytes(),
-                KEY_FILE_MODE,
-                true,
-                "key file",
-            )?;
+            write_file(path, secret.as_bytes(), KEY_FILE_MODE, true, "key file")?;
         }
         if let Err(err) = segment.commit() {
-            if let Some((key, _)) = &new_period {
-                let _ = fs::remove_file(&key.path);
+            if let Some((path, _)) = key_file {
+                let _ = fs::remove_file(path);
             }
             return Err(err);
         }
         let key_uri = key.uri.clone();
+        let key_number = key.number;
         if let Some((key, _)) = new_period {
-            self.key_files.push_back((key.number, key.path.clone()));
+            if let Some(path) = &key.path {
+                self.key_files.push_back((key.number, path.clone()));
+            }
             self.key = Some(key);
         }
         self.next_segment += 1;
@@ -730,7 +793,7 @@ impl HlsWriter {
 
         self.on_disk.push_back(OnDisk {
             path: path.clone(),
-            key_number: period,
+            key_number,
         });
         self.delete_old_files()?;
         Ok(path)
@@ -815,7 +878,7 @@ impl HlsWriter {
 
     /// The current key period's key file (for tests and the element's logs).
     pub fn current_key_file(&self) -> Option<&Path> {
-        self.key.as_ref().map(|k| k.path.as_path())
+        self.key.as_ref().and_then(|k| k.path.as_deref())
     }
 }
 
@@ -1211,6 +1274,59 @@ mod tests {
             assert_ne!(ciphertext[..segments[i].len()], segments[i][..]);
             assert_eq!(decrypt(&key_bytes, iv_of(key), &ciphertext), segments[i]);
         }
+    }
+
+    #[test]
+    fn given_keys_write_no_key_file_and_their_uris() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = HlsWriter::new(HlsSettings {
+            given_keys: true,
+            playlist_length: 0,
+            max_files: 2,
+            ..settings(dir.path())
+        })
+        .unwrap();
+        let key = |number: u64| GivenKey {
+            number,
+            key: SecretKey::from_bytes(&[number as u8; KEY_LEN]),
+            uri: format!("https://keys.example/k/{number}?token=t"),
+        };
+        let segments: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 500]).collect();
+        // Periods 7, 7, 8, 9.
+        for (segment, number) in segments.iter().zip([7, 7, 8, 9]) {
+            writer.add_segment_with(segment, 1.0, &key(number)).unwrap();
+        }
+        writer.finish().unwrap();
+        assert!(writer.current_key_file().is_none());
+        let files = files_in(dir.path());
+        assert!(
+            files.iter().all(|name| !name.ends_with(".key")),
+            "{files:?}"
+        );
+        let playlist = playlist(&settings(dir.path()).playlist_location);
+        for (i, (entry, number)) in playlist.segments.iter().zip([7u64, 7, 8, 9]).enumerate() {
+            let listed = entry.key.as_ref().unwrap();
+            assert_eq!(listed.uri, Some(key(number).uri));
+            let path = dir.path().join(&entry.uri);
+            // max-files=2 keeps the last two segments.
+            if i >= 2 {
+                let plain = decrypt(
+                    key(number).key.as_bytes(),
+                    iv_of(listed),
+                    &fs::read(path).unwrap(),
+                );
+                assert_eq!(plain, segments[i]);
+            }
+        }
+        let short = GivenKey {
+            number: 10,
+            key: SecretKey::from_bytes(&[0; 8]),
+            uri: String::new(),
+        };
+        assert_eq!(
+            writer.add_segment_with(b"x", 1.0, &short).unwrap_err().kind,
+            HlsErrorKind::Settings
+        );
     }
 
     #[test]

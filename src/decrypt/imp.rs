@@ -3,7 +3,7 @@
 //! anything that does not authenticate. SFrame frames name their key; for the
 //! compatibility formats, which do not, the keys are tried in turn.
 
-use std::ops::{ControlFlow, Range};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -18,6 +18,7 @@ use smallvec::SmallVec;
 use zeroize::Zeroizing;
 
 use super::OnError;
+use super::service;
 use crate::common::{self, CaplessInput, KeySettings, KeyedElement};
 use crate::compat::Invalid;
 use crate::format::{Format, ReadyKey, TrialDecoder};
@@ -28,6 +29,7 @@ use crate::keys::{KeyError, KeyText, read_key_file};
 use crate::livekit::keys::KeyParams;
 use crate::livekit::{self, IvWindow, Layout, MediaCodec, SealedFrame};
 use crate::mode::{Framing, Mode};
+use crate::service::{ServiceSettings, Worker};
 use crate::sframe::{
     CipherSuite, FrameError, Header, MAX_OVERHEAD, ParsedFrame, Replay, ReplayWindow,
 };
@@ -54,9 +56,18 @@ const WARNING_INTERVAL: Duration = Duration::from_secs(1);
 /// than the network reordering a few.
 const TOO_OLD_RUN: u64 = 16;
 
+/// The element's debug category.
+pub(super) fn cat() -> &'static gst::DebugCategory {
+    &CAT
+}
+
 #[derive(Debug)]
 struct Settings {
     keys: KeySettings,
+    /// `key-server`, `grant`, `grant-file`, `stream-id`.
+    service: ServiceSettings,
+    /// `key-wait`: milliseconds a frame waits for its key from the service.
+    key_wait: u32,
     /// `None` until set: the default depends on the framing.
     on_error: Option<OnError>,
     replay_window: u32,
@@ -70,6 +81,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             keys: KeySettings::default(),
+            service: ServiceSettings::default(),
+            key_wait: service::DEFAULT_KEY_WAIT_MS,
             on_error: None,
             replay_window: DEFAULT_REPLAY_WINDOW,
             max_keys: DEFAULT_MAX_KEYS,
@@ -94,7 +107,7 @@ impl Settings {
 /// A key ready to decrypt with, made for the running mode, with what the
 /// element tracks per key: its KID's replay window and its authentication
 /// failures. Adding the same key for its KID again keeps all of it.
-struct LiveKey {
+pub(super) struct LiveKey {
     key: Arc<ReadyKey>,
     replay: Mutex<ReplayWindow>,
     /// mode=livekit, whose frames carry no counter: the IVs of recent frames.
@@ -177,7 +190,7 @@ struct RingEntry {
 }
 
 /// Per-run state, built in `start()`.
-struct Running {
+pub(super) struct Running {
     mode: Mode,
     format: Format,
     framing: Framing,
@@ -191,7 +204,7 @@ struct Running {
     /// KID of the last frame that authenticated.
     current_kid: Option<u64>,
     warnings: WarningLimiter,
-    requests: RequestGate,
+    pub(super) requests: RequestGate,
     /// Why the input seemed not to be encrypted, the last time it did.
     plaintext: Option<String>,
     /// An error stopped the stream (`on-error=fail`): it said all there is.
@@ -265,7 +278,7 @@ enum DropReason {
 }
 
 #[derive(Debug, Default, Clone)]
-struct Stats {
+pub(super) struct Stats {
     buffers_in: u64,
     buffers_out: u64,
     bytes_in: u64,
@@ -275,7 +288,7 @@ struct Stats {
     dropped_malformed: u64,
     dropped_replay: u64,
     key_switches: u64,
-    key_requests: u64,
+    pub(super) key_requests: u64,
     kid: Option<u64>,
 }
 
@@ -333,15 +346,15 @@ impl Stats {
 /// Where a key comes from: the application vouches for the keys it sets; a
 /// key answering `request-key` is on probation until it authenticates a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeySource {
+pub(super) enum KeySource {
     Application,
     Request,
 }
 
-struct State {
+pub(super) struct State {
     ring: KeyRing<RingEntry>,
-    running: Option<Running>,
-    stats: Stats,
+    pub(super) running: Option<Running>,
+    pub(super) stats: Stats,
 }
 
 impl Default for State {
@@ -400,7 +413,7 @@ impl State {
         Ok(self.ring.insert(kid, entry, trust, keep))
     }
 
-    fn live_key(&self, kid: u64) -> Option<Arc<LiveKey>> {
+    pub(super) fn live_key(&self, kid: u64) -> Option<Arc<LiveKey>> {
         self.ring.get(kid).and_then(|entry| entry.live.clone())
     }
 
@@ -435,16 +448,25 @@ pub struct StreamDecrypt {
     /// `framing=buffer`), read once per buffer without a lock.
     in_place: AtomicBool,
     settings: Mutex<Settings>,
-    state: Mutex<State>,
+    pub(super) state: Mutex<State>,
     /// For formats without a KID: the streaming thread's decoder (the CBC chain).
     trial: Mutex<Option<TrialDecoder>>,
     /// With `framing=stream`: the records arriving in the byte stream.
     records: Mutex<Option<RecordReader>>,
     input: CaplessInput,
+    /// With `key-server`: the thread that fetches keys, and the KIDs it is
+    /// fetching.
+    pub(super) worker: Mutex<Option<Worker>>,
+    pub(super) fetches: service::Fetches,
 }
 
 impl StreamDecrypt {
-    fn add_key(&self, kid: u64, text: KeyText, source: KeySource) -> Result<(), KeyError> {
+    pub(super) fn add_key(
+        &self,
+        kid: u64,
+        text: KeyText,
+        source: KeySource,
+    ) -> Result<(), KeyError> {
         let mode = self.settings.lock().unwrap().keys.mode;
         let evicted = self
             .state
@@ -506,6 +528,14 @@ impl StreamDecrypt {
             .unwrap()
             .live_key(kid)
             .ok_or(Held::AskedRecently)
+    }
+
+    pub(super) fn settings_key_wait(&self) -> u32 {
+        self.settings.lock().unwrap().key_wait
+    }
+
+    pub(super) fn on_error_setting(&self) -> OnError {
+        self.settings.lock().unwrap().on_error()
     }
 
     /// Counts a dropped buffer, then drops it or fails, as `on-error` says.
@@ -729,6 +759,17 @@ impl ObjectImpl for StreamDecrypt {
                     .maximum(1 << 20)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("key-wait")
+                    .nick("Key wait")
+                    .blurb(
+                        "With key-server: milliseconds the streaming thread holds a frame whose \
+                         key is being fetched from the key service (a flush or stop ends the \
+                         wait); after that the frame is dropped and counted as without a key",
+                    )
+                    .default_value(service::DEFAULT_KEY_WAIT_MS)
+                    .maximum(60_000)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecUInt::builder("max-keys")
                     .nick("Maximum keys")
                     .blurb(
@@ -741,6 +782,11 @@ impl ObjectImpl for StreamDecrypt {
                     .mutable_playing()
                     .build(),
             ]);
+            properties.extend(crate::service::properties(
+                "Grant (a JWT from `streamcrypt-keys grant`) for key-server, write-only and \
+                 never logged; needs watch rights on stream-id (e.g. --rights 0xab). Set \
+                 while playing, it replaces the grant in use (checked first)",
+            ));
             properties
         });
         PROPERTIES.as_ref()
@@ -751,6 +797,7 @@ impl ObjectImpl for StreamDecrypt {
             vec![
                 common::key_signal::<StreamDecrypt>("add-key"),
                 common::ratchet_signal::<StreamDecrypt>(),
+                crate::service::grant_expiring_signal(),
                 // remove-key(kid) -> whether there was such a key
                 glib::subclass::Signal::builder("remove-key")
                     .param_types([u64::static_type()])
@@ -784,13 +831,7 @@ impl ObjectImpl for StreamDecrypt {
                     .param_types([u64::static_type()])
                     .return_type::<Option<String>>()
                     .run_last()
-                    .accumulator(|_hint, accumulated, value| {
-                        if matches!(value.get::<Option<&str>>(), Ok(Some(_))) {
-                            ControlFlow::Break(value.clone())
-                        } else {
-                            ControlFlow::Continue(accumulated)
-                        }
-                    })
+                    .accumulator(crate::service::first_string)
                     .build(),
             ]
         });
@@ -802,7 +843,17 @@ impl ObjectImpl for StreamDecrypt {
         if self.set_shared_property(name, value) {
             return;
         }
+        let service = self.settings.lock().unwrap().service.set(name, value);
+        if let Some(set) = service {
+            if let Err(why) = crate::service::hand_over_grant(&self.worker, set) {
+                self.refuse_setting(name, &why, "the grant in use stays");
+            }
+            return;
+        }
         match name {
+            "key-wait" => {
+                self.settings.lock().unwrap().key_wait = value.get().expect("type checked")
+            }
             "key" | "passphrase" => {
                 let text = match name {
                     "key" => KeySettings::key_text(value),
@@ -883,7 +934,11 @@ impl ObjectImpl for StreamDecrypt {
             return value;
         }
         let settings = self.settings.lock().unwrap();
+        if let Some(value) = settings.service.get(name) {
+            return value;
+        }
         match name {
+            "key-wait" => settings.key_wait.to_value(),
             "on-error" => settings.on_error().to_value(),
             "ratchet-window" => settings.ratchet_window.to_value(),
             "failure-tolerance" => settings.failure_tolerance.to_value(),
@@ -920,6 +975,18 @@ impl ElementImpl for StreamDecrypt {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         common::pad_templates()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        // A streaming thread waiting for a key from the service lets go before
+        // the pads deactivate (which waits for it).
+        if transition == gst::StateChange::PausedToReady {
+            self.fetches.interrupt(true);
+        }
+        self.parent_change_state(transition)
     }
 }
 
@@ -1022,8 +1089,19 @@ impl BaseTransformImpl for StreamDecrypt {
         state.running = Some(running);
         state.stats = Stats::default();
         drop(state);
+        let service = settings
+            .service
+            .enabled()
+            .then(|| (settings.service.clone(), crate::service::own_keys(keys)));
         drop(settings);
 
+        if let Some((service, own_keys)) = service {
+            let started = self.start_from_service(&service, &format, own_keys);
+            if started.is_err() {
+                self.state.lock().unwrap().running = None;
+            }
+            return started;
+        }
         if no_keys {
             gst::element_imp_warning!(
                 self,
@@ -1037,6 +1115,7 @@ impl BaseTransformImpl for StreamDecrypt {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         self.input.set_negotiated(false);
+        self.stop_service();
         let mut settings = self.settings.lock().unwrap();
         let mut state = self.state.lock().unwrap();
         state.running = None;
@@ -1067,7 +1146,11 @@ impl BaseTransformImpl for StreamDecrypt {
                 }
                 self.post_drop_summary();
             }
-            gst::EventType::FlushStop => self.restart_stream(),
+            gst::EventType::FlushStart => self.fetches.interrupt(true),
+            gst::EventType::FlushStop => {
+                self.fetches.interrupt(false);
+                self.restart_stream();
+            }
             _ => {}
         }
         self.parent_sink_event(event)
@@ -1584,6 +1667,11 @@ impl StreamDecrypt {
                         return Err(rejection);
                     }
                 }
+                if self.uses_service() {
+                    return self.key_from_service(kid).map_err(|why| {
+                        (DropReason::NoKey, format!("no key for KID {kid}: {why}"))
+                    });
+                }
                 self.request_key(kid).map_err(|held| {
                     let why = match held {
                         Held::AskedRecently => "request-key gave none",
@@ -1683,12 +1771,16 @@ impl StreamDecrypt {
                 running.requests.proven();
             }
             let evicted = state.ring.trust_key(kid);
+            drop(state);
             gst::info!(
                 CAT,
                 imp = self,
                 "the requested key for KID {kid} authenticated a frame: trusted (pushed out: \
                  {evicted:?})"
             );
+            if self.uses_service() {
+                self.prefetch(kid + 1);
+            }
         }
     }
 

@@ -5,6 +5,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod service;
 
 /// What the decrypter does with a buffer it cannot authenticate.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, glib::Enum)]

@@ -17,6 +17,7 @@ use crate::format::{Encoder, EncryptError, Format, ReadyKey};
 use crate::framing;
 use crate::keys::{KeyError, KeyText, read_key_file};
 use crate::mode::Framing;
+use crate::service::{self, ServiceSettings, Worker};
 use crate::sframe::FrameError;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -27,12 +28,21 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
+/// The element's debug category.
+pub(super) fn cat() -> &'static gst::DebugCategory {
+    &CAT
+}
+
 #[derive(Debug, Default)]
-struct Settings {
-    keys: KeySettings,
+pub(super) struct Settings {
+    pub(super) keys: KeySettings,
     /// Whether `key-file` (rather than `key`) was set last: the later one wins.
     key_from_file: bool,
     rotate_on_keyframe: bool,
+    /// `key-server`, `grant`, `grant-file`, `stream-id`.
+    pub(super) service: ServiceSettings,
+    /// `key-period`: 0 takes the service's.
+    pub(super) key_period: u32,
 }
 
 /// What other threads hand to the streaming thread. Never held across the cipher.
@@ -180,6 +190,10 @@ pub struct StreamEncrypt {
     key_pending: AtomicBool,
     stream: Mutex<StreamState>,
     input: CaplessInput,
+    /// With `key-server`: the keys of the periods, and the thread that fetches
+    /// them.
+    pub(super) rotation: Mutex<Option<super::service::Rotation>>,
+    pub(super) worker: Mutex<Option<Worker>>,
 }
 
 impl StreamEncrypt {
@@ -207,6 +221,23 @@ impl StreamEncrypt {
         settings.keys.invalid.remove("key");
         settings.key_from_file = false;
         Ok(())
+    }
+
+    /// Takes `key` (from the key service) into use at the next buffer (or
+    /// keyframe), as a key set while playing is; the settings keep no copy.
+    pub(super) fn queue_key(&self, key: Arc<ReadyKey>) {
+        let mut pending = self.pending.lock().unwrap();
+        if pending.format.is_none() {
+            return;
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "key for KID {} queued for the next buffer",
+            key.kid()
+        );
+        pending.key = Some(key);
+        self.key_pending.store(true, Ordering::Release);
     }
 
     /// Reads the first key of a key file, `KEY` (with `default_kid`) or
@@ -492,6 +523,22 @@ impl ObjectImpl for StreamEncrypt {
             );
             properties.extend(common::cbc_properties());
             properties.extend(common::livekit_properties());
+            properties.extend(service::properties(
+                "Grant (a JWT from `streamcrypt-keys grant`) for key-server, write-only and \
+                 never logged; needs publish and watch rights on stream-id (e.g. --rights \
+                 0xff). Set while playing, it replaces the grant in use (checked first)",
+            ));
+            properties.push(
+                glib::ParamSpecUInt::builder("key-period")
+                    .nick("Key period")
+                    .blurb(
+                        "With key-server: seconds per key (the KID is the period's index, \
+                         unix time / key-period). 0 takes the service's period; another \
+                         value must equal it, or start fails naming both",
+                    )
+                    .mutable_ready()
+                    .build(),
+            );
             properties
         });
         PROPERTIES.as_ref()
@@ -502,6 +549,7 @@ impl ObjectImpl for StreamEncrypt {
             vec![
                 common::key_signal::<StreamEncrypt>("set-key"),
                 common::ratchet_signal::<StreamEncrypt>(),
+                service::grant_expiring_signal(),
             ]
         });
         SIGNALS.as_ref()
@@ -512,7 +560,17 @@ impl ObjectImpl for StreamEncrypt {
         if self.set_shared_property(name, value) {
             return;
         }
+        let service = self.settings.lock().unwrap().service.set(name, value);
+        if let Some(set) = service {
+            if let Err(why) = service::hand_over_grant(&self.worker, set) {
+                self.refuse_setting(name, &why, "the grant in use stays");
+            }
+            return;
+        }
         match name {
+            "key-period" => {
+                self.settings.lock().unwrap().key_period = value.get().expect("type checked")
+            }
             "key" | "passphrase" => {
                 let text = match name {
                     "key" => KeySettings::key_text(value),
@@ -554,7 +612,11 @@ impl ObjectImpl for StreamEncrypt {
         if let Some(value) = self.shared_property(name) {
             return value;
         }
+        if let Some(value) = self.settings.lock().unwrap().service.get(name) {
+            return value;
+        }
         match name {
+            "key-period" => self.settings.lock().unwrap().key_period.to_value(),
             "rotate-on-keyframe" => self.settings.lock().unwrap().rotate_on_keyframe.to_value(),
             "stats" => self.stream.lock().unwrap().stats.to_structure().to_value(),
             other => unreachable!("no readable property {other}"),
@@ -602,7 +664,14 @@ impl BaseTransformImpl for StreamEncrypt {
         let settings = self.settings.lock().unwrap();
         settings.keys.check_valid()?;
         let format = settings.keys.format();
-        let key = Arc::new(self.start_key(&settings, &format)?);
+        let service = match settings.service.enabled() {
+            true => Some(self.start_from_service(&settings, &format)?),
+            false => None,
+        };
+        let key = match &service {
+            Some(started) => started.key.clone(),
+            None => Arc::new(self.start_key(&settings, &format)?),
+        };
         gst::info!(
             CAT,
             imp = self,
@@ -639,11 +708,16 @@ impl BaseTransformImpl for StreamEncrypt {
                 started: false,
             }),
         };
+        drop(settings);
+        if let Some(started) = service {
+            self.start_rotation(started);
+        }
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         self.input.set_negotiated(false);
+        self.stop_rotation();
         let mut settings = self.settings.lock().unwrap();
         *self.pending.lock().unwrap() = Pending::default();
         self.key_pending.store(false, Ordering::Relaxed);

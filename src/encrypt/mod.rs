@@ -5,6 +5,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod service;
 
 glib::wrapper! {
     pub struct StreamEncrypt(ObjectSubclass<imp::StreamEncrypt>)

@@ -11,8 +11,11 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use super::service::ServiceStart;
 use crate::hls::{self, HlsError, HlsErrorKind, HlsSettings, HlsWriter};
 use crate::keys::SecretKey;
+use crate::service::{ServiceSettings, Worker};
+use zeroize::Zeroizing;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -23,6 +26,11 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const DEFAULT_SEND_KEYFRAME_REQUESTS: bool = true;
+
+/// The element's debug category.
+pub(super) fn cat() -> &'static gst::DebugCategory {
+    &CAT
+}
 
 /// The `key` property.
 enum FixedKey {
@@ -42,6 +50,12 @@ struct Settings {
     hls: HlsSettings,
     key: FixedKey,
     send_keyframe_requests: bool,
+    /// `key-server`, `grant`, `grant-file`, `stream-id`.
+    service: ServiceSettings,
+    /// `playlist-grant`: the token every key URI carries.
+    playlist_grant: Option<Zeroizing<String>>,
+    /// Whether `key-location` was set (it means nothing with key-server).
+    key_location_set: bool,
     /// From READY->PAUSED to PAUSED->READY the settings are in use and do not
     /// change (GStreamer leaves the mutability flags to the element).
     in_use: bool,
@@ -53,14 +67,50 @@ impl Default for Settings {
             hls: HlsSettings::default(),
             key: FixedKey::Random,
             send_keyframe_requests: DEFAULT_SEND_KEYFRAME_REQUESTS,
+            service: ServiceSettings::default(),
+            playlist_grant: None,
+            key_location_set: false,
             in_use: false,
         }
     }
 }
 
 impl Settings {
+    /// With key-server: a setting that means nothing with it, if one is set.
+    fn conflict_with_service(&self) -> Option<String> {
+        if matches!(self.key, FixedKey::Set(_)) {
+            return Some(
+                "key is set too: with key-server the keys come from the key service; \
+                         unset key (or key-server)"
+                    .into(),
+            );
+        }
+        if self.hls.key_rotation != 0 {
+            return Some(format!(
+                "key-rotation={}: with key-server the key changes with the service's key \
+                 period; leave key-rotation at 0",
+                self.hls.key_rotation
+            ));
+        }
+        if self.key_location_set {
+            return Some(
+                "key-location is set, but with key-server no key file is written \
+                         (players fetch keys from the service): unset it"
+                    .into(),
+            );
+        }
+        None
+    }
+
     /// The writer's settings, key included, or why the sink cannot start.
     fn for_writer(&self) -> Result<HlsSettings, HlsError> {
+        if self.service.enabled() {
+            return Ok(HlsSettings {
+                key: None,
+                given_keys: true,
+                ..self.hls.clone()
+            });
+        }
         let key = match &self.key {
             FixedKey::Random => None,
             FixedKey::Set(key) => Some(key.clone()),
@@ -113,6 +163,9 @@ pub struct StreamCryptHlsSink {
     fragments: Mutex<VecDeque<Fragment>>,
     splitmuxsink: gst::Element,
     giostreamsink: gst::Element,
+    /// With `key-server`: the period keys, and the thread that fetches them.
+    pub(super) period_keys: Mutex<Option<super::service::PeriodKeys>>,
+    pub(super) worker: Mutex<Option<Worker>>,
 }
 
 impl StreamCryptHlsSink {
@@ -142,9 +195,35 @@ impl StreamCryptHlsSink {
     /// while children's properties are set or messages posted: handlers of their
     /// notifications and of the bus may read this sink's properties.
     fn start(&self) -> Result<(), gst::StateChangeError> {
-        let (writer_settings, max_size_time, send_keyframe_requests) = {
+        let service = {
             let mut settings = self.settings.lock().unwrap();
             settings.in_use = true;
+            settings.service.enabled().then(|| {
+                (
+                    settings.service.clone(),
+                    settings.conflict_with_service(),
+                    settings.hls.key_uri.clone(),
+                    settings.playlist_grant.clone(),
+                )
+            })
+        };
+        // The service is asked without the settings lock: property reads do
+        // not wait for it.
+        if let Some((service, conflict, key_uri, playlist_grant)) = service {
+            let started = self.start_service(ServiceStart {
+                service: &service,
+                conflict,
+                key_uri: key_uri.as_deref(),
+                playlist_grant: playlist_grant.as_deref().map(String::as_str),
+            });
+            if let Err(err) = started {
+                self.settings.lock().unwrap().in_use = false;
+                self.post_error_message(err);
+                return Err(gst::StateChangeError);
+            }
+        }
+        let (writer_settings, max_size_time, send_keyframe_requests) = {
+            let settings = self.settings.lock().unwrap();
             (
                 settings.for_writer(),
                 settings.hls.target_duration as u64 * gst::ClockTime::SECOND.nseconds(),
@@ -155,6 +234,7 @@ impl StreamCryptHlsSink {
             Ok(writer) => *self.writer.lock().unwrap() = Some(writer),
             Err(err) => {
                 self.settings.lock().unwrap().in_use = false;
+                self.stop_service();
                 self.post_error(&err);
                 return Err(gst::StateChangeError);
             }
@@ -168,6 +248,7 @@ impl StreamCryptHlsSink {
 
     /// PAUSED->READY: the writer goes with its keys; settings may change again.
     fn stop(&self) {
+        self.stop_service();
         *self.writer.lock().unwrap() = None;
         self.fragments.lock().unwrap().clear();
         self.settings.lock().unwrap().in_use = false;
@@ -207,9 +288,11 @@ impl StreamCryptHlsSink {
             (Some(start), Some(end)) => end.saturating_sub(start).nseconds() as f64 / 1e9,
             _ => self.settings.lock().unwrap().hls.target_duration as f64,
         };
-        let written = match self.writer.lock().unwrap().as_mut() {
-            Some(writer) => writer.add_segment(&data, duration),
-            None => return,
+        let given = self.segment_key();
+        let written = match (self.writer.lock().unwrap().as_mut(), given) {
+            (Some(writer), Some(given)) => writer.add_segment_with(&data, duration, &given),
+            (Some(writer), None) => writer.add_segment(&data, duration),
+            (None, _) => return,
         };
         match written {
             Ok(path) => gst::info!(
@@ -261,15 +344,23 @@ impl ObjectSubclass for StreamCryptHlsSink {
             fragments: Mutex::new(VecDeque::new()),
             splitmuxsink,
             giostreamsink,
+            period_keys: Mutex::new(None),
+            worker: Mutex::new(None),
         }
     }
 }
 
 impl ObjectImpl for StreamCryptHlsSink {
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> =
+            LazyLock::new(|| vec![crate::service::grant_expiring_signal()]);
+        SIGNALS.as_ref()
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let defaults = HlsSettings::default();
-            vec![
+            let mut properties = vec![
                 glib::ParamSpecString::builder("location")
                     .nick("Segment location")
                     .blurb(
@@ -322,7 +413,8 @@ impl ObjectImpl for StreamCryptHlsSink {
                     .nick("Key location")
                     .blurb(
                         "Key files (16 raw bytes, mode 0600), with one %d for the key \
-                         number (needed with key-rotation)",
+                         number (needed with key-rotation); not with key-server, which \
+                         writes no key file",
                     )
                     .default_value(Some(defaults.key_location.as_str()))
                     .mutable_ready()
@@ -332,7 +424,9 @@ impl ObjectImpl for StreamCryptHlsSink {
                     .blurb(
                         "URI of the key in #EXT-X-KEY, with one %d for the key number \
                          (needed with key-rotation; %% for a literal %); unset: the key \
-                         file's name after playlist-root",
+                         file's name after playlist-root. With key-server: %d is the KID \
+                         (needed), and unset the service's own key URL is used; token= \
+                         playlist-grant is appended either way",
                     )
                     .mutable_ready()
                     .build(),
@@ -362,7 +456,27 @@ impl ObjectImpl for StreamCryptHlsSink {
                     .default_value(DEFAULT_SEND_KEYFRAME_REQUESTS)
                     .mutable_ready()
                     .build(),
-            ]
+            ];
+            properties.extend(crate::service::properties(
+                "Grant (a JWT from `streamcrypt-keys grant`) for key-server, write-only and \
+                 never logged; needs publish and watch rights on stream-id (e.g. --rights \
+                 0xff): the sink learns the current KID and fetches each period's key. Set \
+                 while playing, it replaces the grant in use (checked first)",
+            ));
+            properties.push(
+                glib::ParamSpecString::builder("playlist-grant")
+                    .nick("Playlist grant")
+                    .blurb(
+                        "With key-server: a grant written into every key URI of the playlist \
+                         (token=...), for players that cannot send headers. Every viewer \
+                         reads it: it must have watch rights only (--rights 0xab), and a \
+                         short lifetime limits what a leaked playlist gives. Write-only",
+                    )
+                    .write_only()
+                    .mutable_ready()
+                    .build(),
+            );
+            properties
         });
         PROPERTIES.as_ref()
     }
@@ -370,6 +484,21 @@ impl ObjectImpl for StreamCryptHlsSink {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let name = pspec.name();
         let mut settings = self.settings.lock().unwrap();
+        if settings.in_use && matches!(name, "grant" | "grant-file") {
+            let set = settings
+                .service
+                .set(name, value)
+                .expect("a service property");
+            drop(settings);
+            if let Err(why) = crate::service::hand_over_grant(&self.worker, set) {
+                gst::element_imp_warning!(
+                    self,
+                    gst::LibraryError::Settings,
+                    ("{name} refused: {why}; the grant in use stays")
+                );
+            }
+            return;
+        }
         if settings.in_use {
             drop(settings);
             gst::element_imp_warning!(
@@ -388,7 +517,14 @@ impl ObjectImpl for StreamCryptHlsSink {
             "target-duration" => settings.hls.target_duration = value.get().expect("type checked"),
             "playlist-length" => settings.hls.playlist_length = value.get().expect("type checked"),
             "max-files" => settings.hls.max_files = value.get().expect("type checked"),
-            "key-location" => settings.hls.key_location = text().unwrap_or_default(),
+            "key-location" => {
+                settings.key_location_set = true;
+                settings.hls.key_location = text().unwrap_or_default();
+            }
+            "playlist-grant" => {
+                let token = value.get::<Option<&str>>().expect("type checked");
+                settings.playlist_grant = token.map(|t| Zeroizing::new(t.trim().to_owned()));
+            }
             "key-uri" => settings.hls.key_uri = text(),
             "key-rotation" => settings.hls.key_rotation = value.get().expect("type checked"),
             "key" => {
@@ -413,12 +549,20 @@ impl ObjectImpl for StreamCryptHlsSink {
             "send-keyframe-requests" => {
                 settings.send_keyframe_requests = value.get().expect("type checked")
             }
-            other => unreachable!("no property {other}"),
+            other => {
+                // Errors in a grant file are reported at start.
+                if settings.service.set(other, value).is_none() {
+                    unreachable!("no property {other}")
+                }
+            }
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let settings = self.settings.lock().unwrap();
+        if let Some(value) = settings.service.get(pspec.name()) {
+            return value;
+        }
         match pspec.name() {
             "location" => settings.hls.location.to_value(),
             "playlist-location" => settings.hls.playlist_location.to_value(),
