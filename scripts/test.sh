@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: MPL-2.0
 # The whole test suite: formatting, lints, unit tests, Harness tests, interop with
 # the sframe crate, 1,000-rotation tests, every pipeline in pipelines/ through
-# gst-launch-1.0, the Rust, Python and C embedding examples, and a shortened
-# valgrind memcheck of the soak scenario, a short pass of every fuzz target. Exits non-zero on any failure.
+# gst-launch-1.0, the Rust, Python and C embedding examples, the key service
+# against curl, PyJWT, ffmpeg and hlsdemux, a short pass of every fuzz target and
+# a shortened valgrind memcheck of the soak scenario. Exits non-zero on any failure.
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
