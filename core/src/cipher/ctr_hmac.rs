@@ -217,9 +217,9 @@ impl CtrHmac {
 mod tests {
     use super::*;
     use crate::cipher::ctr::BATCH_LEN;
+    use crate::test_util::{XorShift, hex, noise};
     use hmac::{Hmac, Mac};
     use sha2::Sha256;
-    use crate::test_util::{XorShift, hex, noise};
 
     /// RFC 9605 `aes_ctr_hmac` vectors: the AEAD alone.
     #[test]
