@@ -57,9 +57,9 @@ impl PrekeyedHmac {
         }
     }
 
-    /// The MAC of `head || data`, `head` shorter than a block.
+    /// The MAC of `head || data`, `head` at most a block.
     fn mac(&self, head: &[u8], data: &[u8]) -> [u8; 32] {
-        debug_assert!(head.len() < SHA256_BLOCK);
+        debug_assert!(head.len() <= SHA256_BLOCK);
         let mut state = self.inner;
         let mut block = [0u8; SHA256_BLOCK];
         block[..head.len()].copy_from_slice(head);
