@@ -6,7 +6,7 @@
 //! `ring` lacks, and SM4-GCM are our `gcm`: CTR in wide batches around the `aes`
 //! crate (VAES) or the GFNI or AES-NI SM4 of `sm4_fast`, and the GHASH of
 //! `ghash_fast` (VPCLMULQDQ or PCLMULQDQ). AES-CTR-HMAC is CTR over the `aes`
-//! crate, then the `hmac` and `sha2` crates (SHA-NI) (`ctr_hmac`). Key
+//! crate, then HMAC on `sha2`'s compression function (SHA-NI) (`ctr_hmac`). Key
 //! schedules are built once per key, when the `Aead` is made, never per buffer, and
 //! wiped when it is dropped. `aes_cbc` is the block cipher mode behind the
 //! aesenc-compatible format and HLS (`crate::compat`), not an AEAD.

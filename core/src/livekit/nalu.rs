@@ -67,9 +67,7 @@ pub fn first_slice(codec: MediaCodec, data: &[u8]) -> Option<usize> {
 pub fn with_long_start_codes(header: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(header.len() + 4);
     for (at, &byte) in header.iter().enumerate() {
-        let short_start_code =
-            header[at..].starts_with(&[0, 0, 1]) && (at == 0 || header[at - 1] != 0);
-        if short_start_code {
+        if is_short_start_code(header, at) {
             out.push(0);
         }
         out.push(byte);
@@ -77,47 +75,78 @@ pub fn with_long_start_codes(header: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Appends `data` to `out` with emulation prevention: a `03` goes before every
-/// byte of 3 or less that follows two zeros, so that no start code appears.
-///
-/// Ciphertext has a zero byte in 256 and two in a row in 65,536, so the bytes
-/// between zeros are found with a SIMD search (`memchr`) and copied whole; only
-/// after two zeros does it go byte by byte.
-pub fn escape_into(data: &[u8], out: &mut Vec<u8>) {
-    out.reserve(data.len());
-    // Zeros just written since the last escape.
-    let mut zeros = 0;
-    let mut at = 0;
-    while at < data.len() {
-        if zeros >= 2 {
-            let byte = data[at];
-            if byte <= 3 {
-                out.push(3);
-                zeros = 0;
-            }
-            out.push(byte);
-            zeros = if byte == 0 { zeros + 1 } else { 0 };
-            at += 1;
-            continue;
-        }
-        let Some(zero) = memchr::memchr(0, &data[at..]) else {
-            out.extend_from_slice(&data[at..]);
-            return;
-        };
-        // Up to and including the zero; a zero right at `at` extends the run.
-        out.extend_from_slice(&data[at..=at + zero]);
-        zeros = if zero == 0 { zeros + 1 } else { 1 };
-        at += zero + 1;
+/// `header` as `with_long_start_codes` makes it, borrowed when it has no short
+/// start code (encoders write long ones before parameter sets and first slices).
+pub fn normalized_header(header: &[u8]) -> Cow<'_, [u8]> {
+    if (0..header.len()).any(|at| is_short_start_code(header, at)) {
+        Cow::Owned(with_long_start_codes(header))
+    } else {
+        Cow::Borrowed(header)
     }
 }
 
-/// Whether `escape_into` would change `data`: whether two zeros come before a
-/// byte of 3 or less anywhere. (A pair followed by a larger byte has no zero
-/// after it, so searching for pairs that do not overlap misses none.)
+/// Whether a 3-byte start code, not the end of a 4-byte one, begins at `at`.
+fn is_short_start_code(header: &[u8], at: usize) -> bool {
+    header[at..].starts_with(&START_CODE) && (at == 0 || header[at - 1] != 0)
+}
+
+/// Where emulation prevention puts a `03` in `data` (offsets in `data`, each
+/// before the byte it goes in front of): before every byte of 3 or less that
+/// follows two zeros, so that no start code appears; the byte so escaped starts
+/// the count of zeros anew.
+///
+/// Ciphertext has two zeros in a row once in 65,536 bytes, so the pairs are
+/// found with a SIMD search (`memmem`). Its leftmost match is the first place
+/// two zeros have been seen since the last escape or non-zero byte: after a pair
+/// at `at` the count starts again at `at + 2` whatever that byte is.
+fn escape_positions(data: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        while let Some(pair) = ZERO_PAIRS.find(&data[from.min(data.len())..]) {
+            let after = from + pair + 2;
+            from = after;
+            if data.get(after).is_some_and(|&byte| byte <= 3) {
+                return Some(after);
+            }
+        }
+        from = data.len();
+        None
+    })
+}
+
+/// Appends `data` to `out` with emulation prevention (see `escape_positions`).
+pub fn escape_into(data: &[u8], out: &mut Vec<u8>) {
+    out.reserve(data.len());
+    let mut at = 0;
+    for escape in escape_positions(data) {
+        out.extend_from_slice(&data[at..escape]);
+        out.push(ESCAPE[2]);
+        at = escape;
+    }
+    out.extend_from_slice(&data[at..]);
+}
+
+/// Escapes `buf[from..]` where it lies (see `escape_positions`): each run of
+/// bytes moves back once, the last first. A ciphertext needs an escape about once
+/// in 4 MiB, so the positions are few.
+pub fn escape_in_place(buf: &mut Vec<u8>, from: usize) {
+    let escapes: Vec<usize> = escape_positions(&buf[from..]).map(|at| from + at).collect();
+    if escapes.is_empty() {
+        return;
+    }
+    let mut end = buf.len();
+    buf.resize(end + escapes.len(), 0);
+    for (moved, &escape) in escapes.iter().enumerate().rev() {
+        let shift = moved + 1;
+        buf.copy_within(escape..end, escape + shift);
+        buf[escape + shift - 1] = ESCAPE[2];
+        end = escape;
+    }
+}
+
+/// Whether escaping would change `data`.
 pub fn needs_escaping(data: &[u8]) -> bool {
-    ZERO_PAIRS
-        .find_iter(data)
-        .any(|at| data.get(at + 2).is_some_and(|&byte| byte <= 3))
+    escape_positions(data).next().is_some()
 }
 
 /// Undoes `escape_into` as the reference does: the `03` of every `00 00 03` goes
@@ -201,6 +230,8 @@ mod tests {
             long,
             "long ones stay as they are"
         );
+        assert!(matches!(normalized_header(&long), Cow::Borrowed(h) if h == long));
+        assert!(matches!(normalized_header(&header), Cow::Owned(h) if h == long));
     }
 
     #[test]
@@ -328,6 +359,13 @@ mod tests {
             assert!(
                 escaped[1..] == scalar::escape(&data)[..],
                 "escaping {len} bytes"
+            );
+            assert_eq!(needs_escaping(&data), escaped.len() > len + 1);
+            let mut in_place = [&[0x77, 0, 0][..], &data].concat();
+            escape_in_place(&mut in_place, 3);
+            assert!(
+                in_place[3..] == scalar::escape(&data)[..] && in_place[..3] == [0x77, 0, 0],
+                "escaping {len} bytes in place"
             );
             assert!(
                 unescape(&data)[..] == scalar::unescape(&data)[..],
