@@ -6,7 +6,7 @@
 use std::ops::{ControlFlow, Range};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use gst::glib;
@@ -29,7 +29,7 @@ use crate::livekit::keys::KeyParams;
 use crate::livekit::{self, IvWindow, Layout, MediaCodec, SealedFrame};
 use crate::mode::{Framing, Mode};
 use crate::sframe::{
-    CipherSuite, FrameError, Header, MAX_OVERHEAD, ParsedFrame, Replay, ReplayWindow,
+    CipherSuite, FrameError, Header, MAX_OVERHEAD, ParsedFrame, Replay, ReplayWindow, SframeKey,
 };
 use crate::sniff;
 
@@ -1210,17 +1210,23 @@ impl BaseTransformImpl for StreamDecrypt {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let format = self.count_input(buf.size())?;
+        let (format, state) = self.count_input(buf.size())?;
         let pts = buf.pts();
         let opened = match format {
-            // Empty frames (audio DTX) are not encrypted, as the reference sends them.
-            Format::Livekit if buf.size() == 0 => return Ok(gst::FlowSuccess::Ok),
-            Format::Livekit => self.open_livekit_buffer(buf)?,
-            Format::Sframe(suite) => self.open_sframe_in_place(suite, buf),
-            _ if format.decrypts_in_place() => {
-                open_in_place(buf, |data| self.open_by_trial_in_place(data))
+            // Its key is looked up under the lock that counted it in.
+            Format::Sframe(suite) => self.open_sframe_in_place(state, suite, buf),
+            _ => {
+                drop(state);
+                match format {
+                    // Empty frames (audio DTX) are not encrypted, as the reference sends them.
+                    Format::Livekit if buf.size() == 0 => return Ok(gst::FlowSuccess::Ok),
+                    Format::Livekit => self.open_livekit_buffer(buf)?,
+                    _ if format.decrypts_in_place() => {
+                        open_in_place(buf, |data| self.open_by_trial_in_place(data))
+                    }
+                    _ => self.open_by_trial_into_new_memory(buf)?,
+                }
             }
-            _ => self.open_by_trial_into_new_memory(buf)?,
         };
         match opened {
             // The unpadded CBC stream holds back bytes that complete no block.
@@ -1395,7 +1401,8 @@ impl StreamDecrypt {
     /// dropped.
     fn decrypt_record(&self, record: &OwnedRecord) -> Result<Option<gst::Buffer>, gst::FlowError> {
         let input = &record.bytes[..];
-        let format = self.count_input(input.len())?;
+        let (format, state) = self.count_input(input.len())?;
+        drop(state);
         let mut outbuf = match format {
             // Decrypted into a memory of its own, as buffers are.
             Format::Livekit => gst::Buffer::from_slice(record.bytes.clone()),
@@ -1431,16 +1438,18 @@ impl StreamDecrypt {
         }
     }
 
-    /// Counts a buffer in; returns the running format.
-    fn count_input(&self, len: usize) -> Result<Format, gst::FlowError> {
+    /// Counts a buffer in; returns the running format, and the state still
+    /// locked, for an SFrame's key lookup.
+    fn count_input(&self, len: usize) -> Result<(Format, MutexGuard<'_, State>), gst::FlowError> {
         let mut state = self.state.lock().unwrap();
         state.stats.buffers_in += 1;
         state.stats.bytes_in += len as u64;
-        Ok(state
+        let format = state
             .running
             .as_ref()
             .ok_or(gst::FlowError::Flushing)?
-            .format)
+            .format;
+        Ok((format, state))
     }
 
     /// A `framing=stream` input that cannot be read on: always fatal.
@@ -1491,41 +1500,39 @@ impl StreamDecrypt {
         input: &[u8],
         outbuf: &mut gst::BufferRef,
     ) -> Result<(u64, usize), Rejection> {
-        let (key, header) = self.sframe_key_for(suite, input)?;
+        let (key, header) = self.sframe_key_for(self.state.lock().unwrap(), suite, input)?;
         let frame = ParsedFrame::parse(input).expect("checked by sframe_key_for");
-        let decrypted = match outbuf.map_writable() {
-            Ok(mut output) => {
-                key.key
-                    .sframe()
-                    .expect("SFrame key")
-                    .decrypt_into(&frame, &[], &mut output)
-            }
-            Err(_) => return Err((DropReason::Malformed, "cannot map output".into())),
+        let Ok(mut output) = outbuf.map_writable() else {
+            return Err((DropReason::Malformed, "cannot map output".into()));
         };
-        self.sframe_opened(&key, header, decrypted)
+        self.open_unless_replayed(&key, header, |sframe| {
+            sframe.decrypt_into(&frame, &[], &mut output)
+        })
     }
 
     /// Decrypts the SFrame in `buffer` where it lies and trims the buffer to the
     /// plaintext: no allocation, no copy.
     fn open_sframe_in_place(
         &self,
+        state: MutexGuard<'_, State>,
         suite: CipherSuite,
         buffer: &mut gst::BufferRef,
     ) -> Result<(u64, usize), Rejection> {
+        let mut state = Some(state);
         open_in_place(buffer, |data| {
-            let (key, header) = self.sframe_key_for(suite, data)?;
-            let sframe = key.key.sframe().expect("SFrame key");
+            let state = state.take().unwrap_or_else(|| self.state.lock().unwrap());
+            let (key, header) = self.sframe_key_for(state, suite, data)?;
             let prefix = sniff::Prefix::of(data);
-            let opened = sframe.decrypt_in_place(data);
-            self.sframe_opened(&key, header, opened)
+            self.open_unless_replayed(&key, header, |sframe| sframe.decrypt_in_place(data))
                 .map_err(|rejection| self.explain(rejection, || prefix.hint()))
         })
     }
 
-    /// Before decrypting an SFrame: its header, the key its KID names (asking the
-    /// application for an unknown one), and the replay check.
+    /// Before decrypting an SFrame: its header and the key its KID names (asking
+    /// the application for an unknown one), `state` locked by the caller.
     fn sframe_key_for(
         &self,
+        state: MutexGuard<'_, State>,
         suite: CipherSuite,
         input: &[u8],
     ) -> Result<(Arc<LiveKey>, Header), Rejection> {
@@ -1539,20 +1546,36 @@ impl StreamDecrypt {
         let header = match ParsedFrame::parse(input) {
             Ok(frame) if frame.plaintext_len(suite).is_some() => frame.header,
             Ok(_) => {
+                drop(state);
                 return Err(not_an_sframe(format!(
                     "not an SFrame: {} bytes is too short for header and tag",
                     input.len()
                 )));
             }
-            Err(e) => return Err(not_an_sframe(e.to_string())),
+            Err(e) => {
+                drop(state);
+                return Err(not_an_sframe(e.to_string()));
+            }
         };
+        let key = self.key_for(state, header.kid, Some(input))?;
+        Ok((key, header))
+    }
+
+    /// Decrypts an SFrame under `key` with `decrypt` unless its counter was
+    /// seen or is older than the replay window, and records the counter if it
+    /// authenticated. The window stays locked from the check to the record
+    /// (one lock per frame; only the streaming thread and a flush take it).
+    fn open_unless_replayed<T>(
+        &self,
+        key: &LiveKey,
+        header: Header,
+        decrypt: impl FnOnce(&SframeKey) -> Result<T, FrameError>,
+    ) -> Result<(u64, T), Rejection> {
         let (kid, ctr) = (header.kid, header.ctr);
-        let key = self.key_for(kid, Some(input))?;
-        let checked = {
-            let replay = key.replay.lock().unwrap();
-            replay.check(ctr).map_err(|why| (why, replay.highest()))
-        };
-        if let Err((why, highest)) = checked {
+        let mut replay = key.replay.lock().unwrap();
+        if let Err(why) = replay.check(ctr) {
+            let highest = replay.highest();
+            drop(replay);
             if why == Replay::TooOld {
                 self.count_too_old(kid, ctr, highest);
             }
@@ -1561,15 +1584,27 @@ impl StreamDecrypt {
                 format!("KID {kid} counter {ctr}: {why:?}"),
             ));
         }
-        Ok((key, header))
+        let decrypted = decrypt(key.key.sframe().expect("SFrame key"));
+        if decrypted.is_ok() {
+            // Only an authenticated counter may move the replay window.
+            replay.record(ctr);
+        }
+        drop(replay);
+        self.sframe_opened(key, kid, decrypted)
     }
 
     /// The key a frame names by `kid`, asking the application for an unknown
     /// one, unless it was retired or taken as invalid. `opaque` is the frame
     /// when all of it should look random (SFrame), for saying what it is when
-    /// it names a key that does not exist.
-    fn key_for(&self, kid: u64, opaque: Option<&[u8]>) -> Result<Arc<LiveKey>, Rejection> {
-        let live = self.state.lock().unwrap().live_key(kid);
+    /// it names a key that does not exist. `state` is locked by the caller.
+    fn key_for(
+        &self,
+        state: MutexGuard<'_, State>,
+        kid: u64,
+        opaque: Option<&[u8]>,
+    ) -> Result<Arc<LiveKey>, Rejection> {
+        let live = state.live_key(kid);
+        drop(state);
         let key = match live {
             Some(key) => key,
             None => {
@@ -1647,19 +1682,16 @@ impl StreamDecrypt {
         }
     }
 
-    /// After decrypting an SFrame: record its counter if it authenticated (and
-    /// trust a key on probation that did); count a failure if not.
+    /// After decrypting an SFrame: trust a key on probation that authenticated
+    /// it; count a failure if it did not.
     fn sframe_opened<T>(
         &self,
         key: &LiveKey,
-        header: Header,
+        kid: u64,
         decrypted: Result<T, FrameError>,
     ) -> Result<(u64, T), Rejection> {
-        let kid = header.kid;
         match decrypted {
             Ok(plaintext) => {
-                // Only an authenticated counter may move the replay window.
-                key.replay.lock().unwrap().record(header.ctr);
                 self.authenticated(key, kid);
                 Ok((kid, plaintext))
             }
@@ -1677,7 +1709,11 @@ impl StreamDecrypt {
     /// A frame authenticated under `key`: a key on probation is trusted now.
     fn authenticated(&self, key: &LiveKey, kid: u64) {
         key.consecutive_failures.store(0, Ordering::Relaxed);
-        if key.on_probation.swap(false, Ordering::Relaxed) {
+        // Read first: the swap, a read-modify-write, is for the rare key on
+        // probation, not for every frame.
+        if key.on_probation.load(Ordering::Relaxed)
+            && key.on_probation.swap(false, Ordering::Relaxed)
+        {
             let mut state = self.state.lock().unwrap();
             if let Some(running) = state.running.as_mut() {
                 running.requests.proven();
@@ -1728,7 +1764,7 @@ impl StreamDecrypt {
         })?;
         let kid = u64::from(sealed.key_index);
         // The codec's header is in the clear: the frame does not look random.
-        let key = self.key_for(kid, None)?;
+        let key = self.key_for(self.state.lock().unwrap(), kid, None)?;
         if key.recent_ivs.lock().unwrap().contains(&sealed.iv) {
             return Err((
                 DropReason::Replay,
