@@ -1213,19 +1213,23 @@ impl BaseTransformImpl for StreamDecrypt {
         let (format, state) = self.count_input(buf.size())?;
         let pts = buf.pts();
         let opened = match format {
-            // Its key is looked up under the lock that counted it in.
+            // The key (or the keys to try) is looked up under the lock that
+            // counted the buffer in.
             Format::Sframe(suite) => self.open_sframe_in_place(state, suite, buf),
+            Format::Livekit => {
+                drop(state);
+                // Empty frames (audio DTX) are not encrypted, as the reference sends them.
+                if buf.size() == 0 {
+                    return Ok(gst::FlowSuccess::Ok);
+                }
+                self.open_livekit_buffer(buf)?
+            }
+            _ if format.decrypts_in_place() => {
+                open_in_place(buf, |data| self.open_by_trial_in_place(state, data))
+            }
             _ => {
                 drop(state);
-                match format {
-                    // Empty frames (audio DTX) are not encrypted, as the reference sends them.
-                    Format::Livekit if buf.size() == 0 => return Ok(gst::FlowSuccess::Ok),
-                    Format::Livekit => self.open_livekit_buffer(buf)?,
-                    _ if format.decrypts_in_place() => {
-                        open_in_place(buf, |data| self.open_by_trial_in_place(data))
-                    }
-                    _ => self.open_by_trial_into_new_memory(buf)?,
-                }
+                self.open_by_trial_into_new_memory(buf)?
             }
         };
         match opened {
@@ -1305,7 +1309,7 @@ impl From<Record<'_>> for OwnedRecord {
 /// mapping the buffer.
 fn open_in_place(
     buffer: &mut gst::BufferRef,
-    mut open: impl FnMut(&mut [u8]) -> Result<(u64, Range<usize>), Rejection>,
+    open: impl FnOnce(&mut [u8]) -> Result<(u64, Range<usize>), Rejection>,
 ) -> Result<(u64, usize), Rejection> {
     if let Some(mut memory) = SoleMemoryMap::writable(buffer) {
         let (kid, range) = open(memory.bytes())?;
@@ -1476,7 +1480,9 @@ impl StreamDecrypt {
             Format::Sframe(suite) => self.open_sframe(suite, input, outbuf_mut),
             Format::Livekit => self.open_livekit_buffer(outbuf_mut)?,
             _ => match outbuf_mut.map_writable() {
-                Ok(mut output) => self.open_by_trial(input, &mut output),
+                Ok(mut output) => {
+                    self.open_by_trial(self.state.lock().unwrap(), input, &mut output)
+                }
                 Err(_) => Err((DropReason::Malformed, "cannot map output".into())),
             },
         };
@@ -1501,7 +1507,7 @@ impl StreamDecrypt {
     }
 
     /// Counts a buffer in; returns the running format, and the state still
-    /// locked, for an SFrame's key lookup.
+    /// locked, for looking up the key (or keys) that opens it.
     fn count_input(&self, len: usize) -> Result<(Format, MutexGuard<'_, State>), gst::FlowError> {
         let mut state = self.state.lock().unwrap();
         state.stats.buffers_in += 1;
@@ -1580,9 +1586,7 @@ impl StreamDecrypt {
         suite: CipherSuite,
         buffer: &mut gst::BufferRef,
     ) -> Result<(u64, usize), Rejection> {
-        let mut state = Some(state);
         open_in_place(buffer, |data| {
-            let state = state.take().unwrap_or_else(|| self.state.lock().unwrap());
             let (key, header) = self.sframe_key_for(state, suite, data)?;
             let prefix = sniff::Prefix::of(data);
             self.open_unless_replayed(&key, header, |sframe| sframe.decrypt_in_place(data))
@@ -1929,17 +1933,26 @@ impl StreamDecrypt {
 
     /// Decrypts a buffer of a format without KID, trying the keys in turn; returns
     /// the KID of the key that worked and the plaintext length.
-    fn open_by_trial(&self, input: &[u8], output: &mut [u8]) -> Result<(u64, usize), Rejection> {
-        self.by_trial(input.len(), |decoder, keys| {
+    fn open_by_trial(
+        &self,
+        state: MutexGuard<'_, State>,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<(u64, usize), Rejection> {
+        self.by_trial(state, input.len(), |decoder, keys| {
             decoder.decrypt(keys, input, output)
         })
     }
 
     /// `open_by_trial` where the ciphertext lies; returns the KID and where the
     /// plaintext is.
-    fn open_by_trial_in_place(&self, data: &mut [u8]) -> Result<(u64, Range<usize>), Rejection> {
+    fn open_by_trial_in_place(
+        &self,
+        state: MutexGuard<'_, State>,
+        data: &mut [u8],
+    ) -> Result<(u64, Range<usize>), Rejection> {
         let prefix = sniff::Prefix::of(data);
-        self.by_trial(data.len(), |decoder, keys| {
+        self.by_trial(state, data.len(), |decoder, keys| {
             decoder
                 .decrypt_in_place(keys, data)
                 .expect("called only for formats that decrypt in place")
@@ -1948,14 +1961,16 @@ impl StreamDecrypt {
     }
 
     /// Runs `decrypt` on a buffer of `len` bytes with the streaming thread's
-    /// decoder and the keys to try, the key in use first; turns the index of the
-    /// key that opened it into its KID.
+    /// decoder and the keys to try, the key in use first, from `state` (locked by
+    /// the caller); turns the index of the key that opened it into its KID.
     fn by_trial<T>(
         &self,
+        state: MutexGuard<'_, State>,
         len: usize,
         decrypt: impl FnOnce(&mut TrialDecoder, &TrialKeys) -> Result<(usize, T), Invalid>,
     ) -> Result<(u64, T), Rejection> {
-        let keys = self.state.lock().unwrap().trial_keys();
+        let keys = state.trial_keys();
+        drop(state);
         if keys.is_empty() {
             return Err((DropReason::NoKey, "no key".into()));
         }
@@ -1977,9 +1992,12 @@ impl StreamDecrypt {
         let mut kid = 0;
         let opened = common::with_readable(buffer, |input| {
             common::new_memory(max_len, |output| {
-                let (opened_kid, len) = self.open_by_trial(input, output).map_err(|rejection| {
-                    self.explain(rejection, || sniff::plaintext_hint(input))
-                })?;
+                let state = self.state.lock().unwrap();
+                let (opened_kid, len) =
+                    self.open_by_trial(state, input, output)
+                        .map_err(|rejection| {
+                            self.explain(rejection, || sniff::plaintext_hint(input))
+                        })?;
                 kid = opened_kid;
                 Ok(len)
             })
