@@ -1216,14 +1216,9 @@ impl BaseTransformImpl for StreamDecrypt {
             // The key (or the keys to try) is looked up under the lock that
             // counted the buffer in.
             Format::Sframe(suite) => self.open_sframe_in_place(state, suite, buf),
-            Format::Livekit => {
-                drop(state);
-                // Empty frames (audio DTX) are not encrypted, as the reference sends them.
-                if buf.size() == 0 {
-                    return Ok(gst::FlowSuccess::Ok);
-                }
-                self.open_livekit_buffer(buf)?
-            }
+            // Empty frames (audio DTX) are not encrypted, as the reference sends them.
+            Format::Livekit if buf.size() == 0 => return Ok(gst::FlowSuccess::Ok),
+            Format::Livekit => self.open_livekit_buffer(state, buf)?,
             _ if format.decrypts_in_place() => {
                 open_in_place(buf, |data| self.open_by_trial_in_place(state, data))
             }
@@ -1434,16 +1429,15 @@ impl StreamDecrypt {
     }
 
     /// Decrypts the LiveKit frame in `buffer` into a new memory that replaces
-    /// its bytes.
+    /// its bytes; `state` is locked by the caller.
     fn open_livekit_buffer(
         &self,
+        state: MutexGuard<'_, State>,
         buffer: &mut gst::BufferRef,
     ) -> Result<Result<(u64, usize), Rejection>, gst::FlowError> {
-        let (codec, ratchet_window) = {
-            let state = self.state.lock().unwrap();
-            let running = state.running.as_ref().ok_or(gst::FlowError::Flushing)?;
-            (running.codec, running.ratchet_window)
-        };
+        let running = state.running.as_ref().ok_or(gst::FlowError::Flushing)?;
+        let (codec, ratchet_window) = (running.codec, running.ratchet_window);
+        drop(state);
         let Some(codec) = codec else {
             return Ok(Err((
                 DropReason::Malformed,
@@ -1478,7 +1472,7 @@ impl StreamDecrypt {
         let outbuf_mut = outbuf.get_mut().expect("new buffer");
         let decrypted = match format {
             Format::Sframe(suite) => self.open_sframe(suite, input, outbuf_mut),
-            Format::Livekit => self.open_livekit_buffer(outbuf_mut)?,
+            Format::Livekit => self.open_livekit_buffer(self.state.lock().unwrap(), outbuf_mut)?,
             _ => match outbuf_mut.map_writable() {
                 Ok(mut output) => {
                     self.open_by_trial(self.state.lock().unwrap(), input, &mut output)
