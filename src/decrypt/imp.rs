@@ -1222,10 +1222,7 @@ impl BaseTransformImpl for StreamDecrypt {
             _ if format.decrypts_in_place() => {
                 open_in_place(buf, |data| self.open_by_trial_in_place(state, data))
             }
-            _ => {
-                drop(state);
-                self.open_by_trial_into_new_memory(buf)?
-            }
+            _ => self.open_by_trial_into_new_memory(state, buf)?,
         };
         match opened {
             // The unpadded CBC stream holds back bytes that complete no block.
@@ -1977,26 +1974,27 @@ impl StreamDecrypt {
     }
 
     /// `open_by_trial` from `buffer` into a new memory that replaces its bytes
-    /// when a key opens it.
+    /// when a key opens it; `state` is locked by the caller.
     fn open_by_trial_into_new_memory(
         &self,
+        state: MutexGuard<'_, State>,
         buffer: &mut gst::BufferRef,
     ) -> Result<Result<(u64, usize), Rejection>, gst::FlowError> {
-        let max_len = self.max_decrypted_len(buffer.size());
-        let mut kid = 0;
         let opened = common::with_readable(buffer, |input| {
-            common::new_memory(max_len, |output| {
-                let state = self.state.lock().unwrap();
-                let (opened_kid, len) =
-                    self.open_by_trial(state, input, output)
-                        .map_err(|rejection| {
-                            self.explain(rejection, || sniff::plaintext_hint(input))
-                        })?;
-                kid = opened_kid;
-                Ok(len)
+            self.by_trial(state, input.len(), |decoder, keys| {
+                // Sized under the decoder's lock, which the trial takes anyway.
+                let max_len = decoder.max_decrypted_len(input.len());
+                let mut index = 0;
+                let memory = common::new_memory(max_len, |output| {
+                    let (opened, len) = decoder.decrypt(keys, input, output)?;
+                    index = opened;
+                    Ok(len)
+                })?;
+                Ok((index, memory))
             })
+            .map_err(|rejection| self.explain(rejection, || sniff::plaintext_hint(input)))
         })?;
-        Ok(opened.map(|memory| {
+        Ok(opened.map(|(kid, memory)| {
             let len = memory.size();
             buffer.replace_all_memory(memory);
             (kid, len)
