@@ -1018,6 +1018,42 @@ fn a_record_repeated_in_a_byte_stream_is_dropped_as_a_replay() {
 }
 
 #[test]
+fn a_forged_record_does_not_move_the_replay_window() {
+    // Records read from a byte stream mark their counter seen only once they
+    // authenticate, as buffers do: a forged record with a far-ahead counter,
+    // dropped, leaves the records after it their place in the window.
+    let key = key_for("byte-forged-counter", 1);
+    let (stream, records) = encrypted_byte_stream(&key, 10);
+    // KID 1, the highest 8-byte counter, and bytes that authenticate under no
+    // key.
+    let mut forged = vec![0x1f];
+    forged.extend([0xff; 8]);
+    forged.extend([0u8; 40]);
+    let length = gststreamcrypt::framing::length_prefix(forged.len()).unwrap();
+    let with_forgery = [
+        &stream[..records[4].end],
+        &length[..],
+        &forged,
+        &stream[records[4].end..],
+    ]
+    .concat();
+    let dec = make(&format!(
+        "streamdecrypt framing=stream on-error=drop key={key} key-id=1"
+    ));
+    let (out, _) = decrypt_byte_stream(&dec, &with_forgery, 333);
+    assert_payloads(&out, &range(0..10));
+    assert_eq!(
+        counts(&dec),
+        Counts {
+            buffers_in: 11,
+            buffers_out: 10,
+            auth: 1,
+            ..Counts::default()
+        }
+    );
+}
+
+#[test]
 fn a_byte_seek_through_the_byte_stream_decrypter_is_refused() {
     // Downstream of the decrypter, byte offsets are those of the decrypted
     // stream, which do not map onto the encrypted one: a demuxer's seek to one

@@ -6,7 +6,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use gst::glib;
@@ -31,7 +31,7 @@ use crate::livekit::{self, IvWindow, Layout, MediaCodec, SealedFrame};
 use crate::mode::{Framing, Mode};
 use crate::service::{ServiceSettings, Worker};
 use crate::sframe::{
-    CipherSuite, FrameError, Header, MAX_OVERHEAD, ParsedFrame, Replay, ReplayWindow,
+    CipherSuite, FrameError, Header, MAX_OVERHEAD, ParsedFrame, Replay, ReplayWindow, SframeKey,
 };
 use crate::sniff;
 
@@ -1293,17 +1293,19 @@ impl BaseTransformImpl for StreamDecrypt {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let format = self.count_input(buf.size())?;
+        let (format, state) = self.count_input(buf.size())?;
         let pts = buf.pts();
         let opened = match format {
+            // The key (or the keys to try) is looked up under the lock that
+            // counted the buffer in.
+            Format::Sframe(suite) => self.open_sframe_in_place(state, suite, buf),
             // Empty frames (audio DTX) are not encrypted, as the reference sends them.
             Format::Livekit if buf.size() == 0 => return Ok(gst::FlowSuccess::Ok),
-            Format::Livekit => self.open_livekit_buffer(buf)?,
-            Format::Sframe(suite) => self.open_sframe_in_place(suite, buf),
+            Format::Livekit => self.open_livekit_buffer(state, buf)?,
             _ if format.decrypts_in_place() => {
-                open_in_place(buf, |data| self.open_by_trial_in_place(data))
+                open_in_place(buf, |data| self.open_by_trial_in_place(state, data))
             }
-            _ => self.open_by_trial_into_new_memory(buf)?,
+            _ => self.open_by_trial_into_new_memory(state, buf)?,
         };
         match opened {
             // The unpadded CBC stream holds back bytes that complete no block.
@@ -1382,21 +1384,13 @@ impl From<Record<'_>> for OwnedRecord {
 /// mapping the buffer.
 fn open_in_place(
     buffer: &mut gst::BufferRef,
-    mut open: impl FnMut(&mut [u8]) -> Result<(u64, Range<usize>), Rejection>,
+    open: impl FnOnce(&mut [u8]) -> Result<(u64, Range<usize>), Rejection>,
 ) -> Result<(u64, usize), Rejection> {
-    if buffer.n_memory() == 1
-        && let Ok(memory) = buffer.peek_memory_mut(0)
-    {
-        let opened = match memory.map_writable() {
-            Ok(mut map) => Some(open(&mut map)),
-            Err(_) => None,
-        };
-        if let Some(opened) = opened {
-            let (kid, range) = opened?;
-            let len = range.len();
-            memory.resize(range);
-            return Ok((kid, len));
-        }
+    if let Some(mut memory) = SoleMemoryMap::writable(buffer) {
+        let (kid, range) = open(memory.bytes())?;
+        let len = range.len();
+        memory.trim(range);
+        return Ok((kid, len));
     }
     let cannot_map = |_| (DropReason::Malformed, "cannot map buffer".to_string());
     let (kid, range) = open(&mut buffer.map_writable().map_err(cannot_map)?)?;
@@ -1405,6 +1399,76 @@ fn open_in_place(
         .resize(range)
         .map_err(|_| (DropReason::Malformed, "cannot trim buffer".to_string()))?;
     Ok((kid, len))
+}
+
+/// A buffer's only memory, mapped for writing where it lies, then trimmed.
+/// Without `gst_memory_is_writable`, which `BufferRef::peek_memory_mut` and
+/// `gst_memory_resize` each call, and which walks up to the buffer under atomic
+/// locks (the two: a sixth of what the decrypter costs on small buffers): the
+/// buffer is writable (`&mut`), and mapping the memory for writing fails when it
+/// is read-only or shared with another buffer, which is all that check adds.
+struct SoleMemoryMap<'a> {
+    memory: *mut gst::ffi::GstMemory,
+    info: gst::ffi::GstMapInfo,
+    _buffer: std::marker::PhantomData<&'a mut gst::BufferRef>,
+}
+
+impl<'a> SoleMemoryMap<'a> {
+    fn writable(buffer: &'a mut gst::BufferRef) -> Option<Self> {
+        if buffer.n_memory() != 1 {
+            return None;
+        }
+        // SAFETY: the buffer has a memory at index 0, which it keeps while it
+        // is borrowed; `info` is written by a mapping that succeeds.
+        unsafe {
+            let memory = gst::ffi::gst_buffer_peek_memory(buffer.as_mut_ptr(), 0);
+            let mut info = std::mem::MaybeUninit::uninit();
+            let mapped =
+                gst::ffi::gst_memory_map(memory, info.as_mut_ptr(), gst::ffi::GST_MAP_WRITE);
+            (mapped != glib::ffi::GFALSE).then(|| Self {
+                memory,
+                info: info.assume_init(),
+                _buffer: std::marker::PhantomData,
+            })
+        }
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        if self.info.size == 0 {
+            return &mut [];
+        }
+        // SAFETY: mapped for writing, `size` bytes at `data`, while `self` lives.
+        unsafe { std::slice::from_raw_parts_mut(self.info.data, self.info.size) }
+    }
+
+    /// Unmaps the memory and keeps only `range` of its bytes: what
+    /// `gst_memory_resize` does, less its `gst_memory_is_writable` (see above).
+    fn trim(self, range: Range<usize>) {
+        assert!(range.end <= self.info.size, "trimmed within the memory");
+        let memory = self.memory;
+        drop(self);
+        // SAFETY: the memory is the writable buffer's own and unshared (it
+        // mapped for writing), and `range` lies within it.
+        unsafe {
+            let flags = &mut (*memory).mini_object.flags;
+            // Bytes before or after the range are no longer known to be zero.
+            if range.start > 0 {
+                *flags &= !gst::ffi::GST_MEMORY_FLAG_ZERO_PREFIXED;
+            }
+            if range.end < (*memory).size {
+                *flags &= !gst::ffi::GST_MEMORY_FLAG_ZERO_PADDED;
+            }
+            (*memory).offset += range.start;
+            (*memory).size = range.len();
+        }
+    }
+}
+
+impl Drop for SoleMemoryMap<'_> {
+    fn drop(&mut self) {
+        // SAFETY: mapped in `writable`, unmapped once.
+        unsafe { gst::ffi::gst_memory_unmap(self.memory, &mut self.info) }
+    }
 }
 
 impl StreamDecrypt {
@@ -1445,16 +1509,15 @@ impl StreamDecrypt {
     }
 
     /// Decrypts the LiveKit frame in `buffer` into a new memory that replaces
-    /// its bytes.
+    /// its bytes; `state` is locked by the caller.
     fn open_livekit_buffer(
         &self,
+        state: MutexGuard<'_, State>,
         buffer: &mut gst::BufferRef,
     ) -> Result<Result<(u64, usize), Rejection>, gst::FlowError> {
-        let (codec, ratchet_window) = {
-            let state = self.state.lock().unwrap();
-            let running = state.running.as_ref().ok_or(gst::FlowError::Flushing)?;
-            (running.codec, running.ratchet_window)
-        };
+        let running = state.running.as_ref().ok_or(gst::FlowError::Flushing)?;
+        let (codec, ratchet_window) = (running.codec, running.ratchet_window);
+        drop(state);
         let Some(codec) = codec else {
             return Ok(Err((
                 DropReason::Malformed,
@@ -1478,7 +1541,8 @@ impl StreamDecrypt {
     /// dropped.
     fn decrypt_record(&self, record: &OwnedRecord) -> Result<Option<gst::Buffer>, gst::FlowError> {
         let input = &record.bytes[..];
-        let format = self.count_input(input.len())?;
+        let (format, state) = self.count_input(input.len())?;
+        drop(state);
         let mut outbuf = match format {
             // Decrypted into a memory of its own, as buffers are.
             Format::Livekit => gst::Buffer::from_slice(record.bytes.clone()),
@@ -1488,9 +1552,11 @@ impl StreamDecrypt {
         let outbuf_mut = outbuf.get_mut().expect("new buffer");
         let decrypted = match format {
             Format::Sframe(suite) => self.open_sframe(suite, input, outbuf_mut),
-            Format::Livekit => self.open_livekit_buffer(outbuf_mut)?,
+            Format::Livekit => self.open_livekit_buffer(self.state.lock().unwrap(), outbuf_mut)?,
             _ => match outbuf_mut.map_writable() {
-                Ok(mut output) => self.open_by_trial(input, &mut output),
+                Ok(mut output) => {
+                    self.open_by_trial(self.state.lock().unwrap(), input, &mut output)
+                }
                 Err(_) => Err((DropReason::Malformed, "cannot map output".into())),
             },
         };
@@ -1514,16 +1580,18 @@ impl StreamDecrypt {
         }
     }
 
-    /// Counts a buffer in; returns the running format.
-    fn count_input(&self, len: usize) -> Result<Format, gst::FlowError> {
+    /// Counts a buffer in; returns the running format, and the state still
+    /// locked, for looking up the key (or keys) that opens it.
+    fn count_input(&self, len: usize) -> Result<(Format, MutexGuard<'_, State>), gst::FlowError> {
         let mut state = self.state.lock().unwrap();
         state.stats.buffers_in += 1;
         state.stats.bytes_in += len as u64;
-        Ok(state
+        let format = state
             .running
             .as_ref()
             .ok_or(gst::FlowError::Flushing)?
-            .format)
+            .format;
+        Ok((format, state))
     }
 
     /// A `framing=stream` input that cannot be read on: always fatal.
@@ -1574,41 +1642,37 @@ impl StreamDecrypt {
         input: &[u8],
         outbuf: &mut gst::BufferRef,
     ) -> Result<(u64, usize), Rejection> {
-        let (key, header) = self.sframe_key_for(suite, input)?;
+        let (key, header) = self.sframe_key_for(self.state.lock().unwrap(), suite, input)?;
         let frame = ParsedFrame::parse(input).expect("checked by sframe_key_for");
-        let decrypted = match outbuf.map_writable() {
-            Ok(mut output) => {
-                key.key
-                    .sframe()
-                    .expect("SFrame key")
-                    .decrypt_into(&frame, &[], &mut output)
-            }
-            Err(_) => return Err((DropReason::Malformed, "cannot map output".into())),
+        let Ok(mut output) = outbuf.map_writable() else {
+            return Err((DropReason::Malformed, "cannot map output".into()));
         };
-        self.sframe_opened(&key, header, decrypted)
+        self.open_unless_replayed(&key, header, |sframe| {
+            sframe.decrypt_into(&frame, &[], &mut output)
+        })
     }
 
     /// Decrypts the SFrame in `buffer` where it lies and trims the buffer to the
     /// plaintext: no allocation, no copy.
     fn open_sframe_in_place(
         &self,
+        state: MutexGuard<'_, State>,
         suite: CipherSuite,
         buffer: &mut gst::BufferRef,
     ) -> Result<(u64, usize), Rejection> {
         open_in_place(buffer, |data| {
-            let (key, header) = self.sframe_key_for(suite, data)?;
-            let sframe = key.key.sframe().expect("SFrame key");
+            let (key, header) = self.sframe_key_for(state, suite, data)?;
             let prefix = sniff::Prefix::of(data);
-            let opened = sframe.decrypt_in_place(data);
-            self.sframe_opened(&key, header, opened)
+            self.open_unless_replayed(&key, header, |sframe| sframe.decrypt_in_place(data))
                 .map_err(|rejection| self.explain(rejection, || prefix.hint()))
         })
     }
 
-    /// Before decrypting an SFrame: its header, the key its KID names (asking the
-    /// application for an unknown one), and the replay check.
+    /// Before decrypting an SFrame: its header and the key its KID names (asking
+    /// the application for an unknown one), `state` locked by the caller.
     fn sframe_key_for(
         &self,
+        state: MutexGuard<'_, State>,
         suite: CipherSuite,
         input: &[u8],
     ) -> Result<(Arc<LiveKey>, Header), Rejection> {
@@ -1622,20 +1686,36 @@ impl StreamDecrypt {
         let header = match ParsedFrame::parse(input) {
             Ok(frame) if frame.plaintext_len(suite).is_some() => frame.header,
             Ok(_) => {
+                drop(state);
                 return Err(not_an_sframe(format!(
                     "not an SFrame: {} bytes is too short for header and tag",
                     input.len()
                 )));
             }
-            Err(e) => return Err(not_an_sframe(e.to_string())),
+            Err(e) => {
+                drop(state);
+                return Err(not_an_sframe(e.to_string()));
+            }
         };
+        let key = self.key_for(state, header.kid, Some(input))?;
+        Ok((key, header))
+    }
+
+    /// Decrypts an SFrame under `key` with `decrypt` unless its counter was
+    /// seen or is older than the replay window, and records the counter if it
+    /// authenticated. The window stays locked from the check to the record
+    /// (one lock per frame; only the streaming thread and a flush take it).
+    fn open_unless_replayed<T>(
+        &self,
+        key: &LiveKey,
+        header: Header,
+        decrypt: impl FnOnce(&SframeKey) -> Result<T, FrameError>,
+    ) -> Result<(u64, T), Rejection> {
         let (kid, ctr) = (header.kid, header.ctr);
-        let key = self.key_for(kid, Some(input))?;
-        let checked = {
-            let replay = key.replay.lock().unwrap();
-            replay.check(ctr).map_err(|why| (why, replay.highest()))
-        };
-        if let Err((why, highest)) = checked {
+        let mut replay = key.replay.lock().unwrap();
+        if let Err(why) = replay.check(ctr) {
+            let highest = replay.highest();
+            drop(replay);
             if why == Replay::TooOld {
                 self.count_too_old(kid, ctr, highest);
             }
@@ -1644,15 +1724,27 @@ impl StreamDecrypt {
                 format!("KID {kid} counter {ctr}: {why:?}"),
             ));
         }
-        Ok((key, header))
+        let decrypted = decrypt(key.key.sframe().expect("SFrame key"));
+        if decrypted.is_ok() {
+            // Only an authenticated counter may move the replay window.
+            replay.record(ctr);
+        }
+        drop(replay);
+        self.sframe_opened(key, kid, decrypted)
     }
 
     /// The key a frame names by `kid`, asking the application for an unknown
     /// one, unless it was retired or taken as invalid. `opaque` is the frame
     /// when all of it should look random (SFrame), for saying what it is when
-    /// it names a key that does not exist.
-    fn key_for(&self, kid: u64, opaque: Option<&[u8]>) -> Result<Arc<LiveKey>, Rejection> {
-        let live = self.state.lock().unwrap().live_key(kid);
+    /// it names a key that does not exist. `state` is locked by the caller.
+    fn key_for(
+        &self,
+        state: MutexGuard<'_, State>,
+        kid: u64,
+        opaque: Option<&[u8]>,
+    ) -> Result<Arc<LiveKey>, Rejection> {
+        let live = state.live_key(kid);
+        drop(state);
         let key = match live {
             Some(key) => key,
             None => {
@@ -1735,19 +1827,16 @@ impl StreamDecrypt {
         }
     }
 
-    /// After decrypting an SFrame: record its counter if it authenticated (and
-    /// trust a key on probation that did); count a failure if not.
+    /// After decrypting an SFrame: trust a key on probation that authenticated
+    /// it; count a failure if it did not.
     fn sframe_opened<T>(
         &self,
         key: &LiveKey,
-        header: Header,
+        kid: u64,
         decrypted: Result<T, FrameError>,
     ) -> Result<(u64, T), Rejection> {
-        let kid = header.kid;
         match decrypted {
             Ok(plaintext) => {
-                // Only an authenticated counter may move the replay window.
-                key.replay.lock().unwrap().record(header.ctr);
                 self.authenticated(key, kid);
                 Ok((kid, plaintext))
             }
@@ -1765,7 +1854,11 @@ impl StreamDecrypt {
     /// A frame authenticated under `key`: a key on probation is trusted now.
     fn authenticated(&self, key: &LiveKey, kid: u64) {
         key.consecutive_failures.store(0, Ordering::Relaxed);
-        if key.on_probation.swap(false, Ordering::Relaxed) {
+        // Read first: the swap, a read-modify-write, is for the rare key on
+        // probation, not for every frame.
+        if key.on_probation.load(Ordering::Relaxed)
+            && key.on_probation.swap(false, Ordering::Relaxed)
+        {
             let mut state = self.state.lock().unwrap();
             if let Some(running) = state.running.as_mut() {
                 running.requests.proven();
@@ -1820,7 +1913,7 @@ impl StreamDecrypt {
         })?;
         let kid = u64::from(sealed.key_index);
         // The codec's header is in the clear: the frame does not look random.
-        let key = self.key_for(kid, None)?;
+        let key = self.key_for(self.state.lock().unwrap(), kid, None)?;
         if key.recent_ivs.lock().unwrap().contains(&sealed.iv) {
             return Err((
                 DropReason::Replay,
@@ -1923,17 +2016,26 @@ impl StreamDecrypt {
 
     /// Decrypts a buffer of a format without KID, trying the keys in turn; returns
     /// the KID of the key that worked and the plaintext length.
-    fn open_by_trial(&self, input: &[u8], output: &mut [u8]) -> Result<(u64, usize), Rejection> {
-        self.by_trial(input.len(), |decoder, keys| {
+    fn open_by_trial(
+        &self,
+        state: MutexGuard<'_, State>,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<(u64, usize), Rejection> {
+        self.by_trial(state, input.len(), |decoder, keys| {
             decoder.decrypt(keys, input, output)
         })
     }
 
     /// `open_by_trial` where the ciphertext lies; returns the KID and where the
     /// plaintext is.
-    fn open_by_trial_in_place(&self, data: &mut [u8]) -> Result<(u64, Range<usize>), Rejection> {
+    fn open_by_trial_in_place(
+        &self,
+        state: MutexGuard<'_, State>,
+        data: &mut [u8],
+    ) -> Result<(u64, Range<usize>), Rejection> {
         let prefix = sniff::Prefix::of(data);
-        self.by_trial(data.len(), |decoder, keys| {
+        self.by_trial(state, data.len(), |decoder, keys| {
             decoder
                 .decrypt_in_place(keys, data)
                 .expect("called only for formats that decrypt in place")
@@ -1942,14 +2044,16 @@ impl StreamDecrypt {
     }
 
     /// Runs `decrypt` on a buffer of `len` bytes with the streaming thread's
-    /// decoder and the keys to try, the key in use first; turns the index of the
-    /// key that opened it into its KID.
+    /// decoder and the keys to try, the key in use first, from `state` (locked by
+    /// the caller); turns the index of the key that opened it into its KID.
     fn by_trial<T>(
         &self,
+        state: MutexGuard<'_, State>,
         len: usize,
         decrypt: impl FnOnce(&mut TrialDecoder, &TrialKeys) -> Result<(usize, T), Invalid>,
     ) -> Result<(u64, T), Rejection> {
-        let keys = self.state.lock().unwrap().trial_keys();
+        let keys = state.trial_keys();
+        drop(state);
         if keys.is_empty() {
             return Err((DropReason::NoKey, "no key".into()));
         }
@@ -1962,23 +2066,27 @@ impl StreamDecrypt {
     }
 
     /// `open_by_trial` from `buffer` into a new memory that replaces its bytes
-    /// when a key opens it.
+    /// when a key opens it; `state` is locked by the caller.
     fn open_by_trial_into_new_memory(
         &self,
+        state: MutexGuard<'_, State>,
         buffer: &mut gst::BufferRef,
     ) -> Result<Result<(u64, usize), Rejection>, gst::FlowError> {
-        let max_len = self.max_decrypted_len(buffer.size());
-        let mut kid = 0;
         let opened = common::with_readable(buffer, |input| {
-            common::new_memory(max_len, |output| {
-                let (opened_kid, len) = self.open_by_trial(input, output).map_err(|rejection| {
-                    self.explain(rejection, || sniff::plaintext_hint(input))
+            self.by_trial(state, input.len(), |decoder, keys| {
+                // Sized under the decoder's lock, which the trial takes anyway.
+                let max_len = decoder.max_decrypted_len(input.len());
+                let mut index = 0;
+                let memory = common::new_memory(max_len, |output| {
+                    let (opened, len) = decoder.decrypt(keys, input, output)?;
+                    index = opened;
+                    Ok(len)
                 })?;
-                kid = opened_kid;
-                Ok(len)
+                Ok((index, memory))
             })
+            .map_err(|rejection| self.explain(rejection, || sniff::plaintext_hint(input)))
         })?;
-        Ok(opened.map(|memory| {
+        Ok(opened.map(|(kid, memory)| {
             let len = memory.size();
             buffer.replace_all_memory(memory);
             (kid, len)

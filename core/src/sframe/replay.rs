@@ -17,7 +17,49 @@ pub struct ReplayWindow {
     size: u64,
     highest: Option<u64>,
     /// Bit `ctr % capacity` is set when `ctr` (within the window) was received.
-    bits: Vec<u64>,
+    bits: Bits,
+}
+
+/// Words of the bitmap held in the window itself: up to 128 counters (the
+/// decrypter's default) need no allocation of their own, so checking a frame
+/// touches no second place in memory (which shows with many streams, whose
+/// windows are not all in the caches).
+const INLINE_WORDS: usize = 2;
+
+#[derive(Debug, Clone)]
+enum Bits {
+    Inline {
+        words: [u64; INLINE_WORDS],
+        len: usize,
+    },
+    Heap(Box<[u64]>),
+}
+
+impl Bits {
+    fn zeroed(len: usize) -> Self {
+        if len <= INLINE_WORDS {
+            Bits::Inline {
+                words: [0; INLINE_WORDS],
+                len,
+            }
+        } else {
+            Bits::Heap(vec![0; len].into_boxed_slice())
+        }
+    }
+
+    fn words(&self) -> &[u64] {
+        match self {
+            Bits::Inline { words, len } => &words[..*len],
+            Bits::Heap(words) => words,
+        }
+    }
+
+    fn words_mut(&mut self) -> &mut [u64] {
+        match self {
+            Bits::Inline { words, len } => &mut words[..*len],
+            Bits::Heap(words) => words,
+        }
+    }
 }
 
 impl ReplayWindow {
@@ -27,12 +69,12 @@ impl ReplayWindow {
         Self {
             size: size as u64,
             highest: None,
-            bits: vec![0; words],
+            bits: Bits::zeroed(words),
         }
     }
 
     fn capacity(&self) -> u64 {
-        self.bits.len() as u64 * 64
+        self.bits.words().len() as u64 * 64
     }
 
     fn bit(&self, ctr: u64) -> (usize, u64) {
@@ -51,7 +93,7 @@ impl ReplayWindow {
             return Err(Replay::TooOld);
         }
         let (word, mask) = self.bit(ctr);
-        if self.bits[word] & mask != 0 {
+        if self.bits.words()[word] & mask != 0 {
             Err(Replay::Duplicate)
         } else {
             Ok(())
@@ -67,7 +109,7 @@ impl ReplayWindow {
     /// seeks in, where earlier frames legitimately come again.
     pub fn reset(&mut self) {
         self.highest = None;
-        self.bits.fill(0);
+        self.bits.words_mut().fill(0);
     }
 
     /// Marks `ctr` as received. Call only after `check` passed and the frame
@@ -83,17 +125,17 @@ impl ReplayWindow {
                 // counters not received yet.
                 for skipped in highest + 1..ctr {
                     let (word, mask) = self.bit(skipped);
-                    self.bits[word] &= !mask;
+                    self.bits.words_mut()[word] &= !mask;
                 }
                 self.highest = Some(ctr);
             }
             _ => {
-                self.bits.fill(0);
+                self.bits.words_mut().fill(0);
                 self.highest = Some(ctr);
             }
         }
         let (word, mask) = self.bit(ctr);
-        self.bits[word] |= mask;
+        self.bits.words_mut()[word] |= mask;
     }
 }
 
@@ -181,6 +223,28 @@ mod tests {
         let mut w = ReplayWindow::new(0);
         for _ in 0..3 {
             assert_eq!(accept(&mut w, 7), Ok(()));
+        }
+    }
+
+    #[test]
+    fn windows_held_inline_or_on_the_heap_work_alike() {
+        // 1 and 2 words inline, 16 on the heap.
+        for size in [40, 128, 1000] {
+            let mut w = ReplayWindow::new(size);
+            let size = u64::from(size);
+            for ctr in 0..3 * size {
+                assert_eq!(accept(&mut w, ctr), Ok(()), "{size}: {ctr}");
+                assert_eq!(accept(&mut w, ctr), Err(Replay::Duplicate), "{size}: {ctr}");
+            }
+            let highest = 3 * size - 1;
+            assert_eq!(accept(&mut w, highest - size), Err(Replay::TooOld));
+            // A jump of half the window: the counters skipped arrive late.
+            let jump = highest + size / 2;
+            assert_eq!(accept(&mut w, jump), Ok(()));
+            for ctr in highest + 1..jump {
+                assert_eq!(accept(&mut w, ctr), Ok(()), "{size}: {ctr}");
+            }
+            assert_eq!(accept(&mut w, highest), Err(Replay::Duplicate));
         }
     }
 
