@@ -353,3 +353,62 @@ fn key_index_zero_survives_payloaders_that_trim_trailing_zeros() {
         );
     }
 }
+
+/// Frames open in the memory they came in when it can be written there (no
+/// copy: the plaintext lies where the frame did), ratchet steps and a key
+/// index cut off by a payloader included, and in any memory otherwise: split
+/// in two, or read-only.
+#[test]
+fn frames_open_where_they_lie_or_wherever_they_are() {
+    for (caps, frame, keyframe, _) in frames() {
+        let (mut enc, _) = harness_with(
+            &format!("streamencrypt mode=livekit key={KEY} key-id=0"),
+            caps,
+        );
+        let mut decs: Vec<_> = (0..3)
+            .map(|_| {
+                harness_with(
+                    &format!("streamdecrypt mode=livekit key={KEY} key-id=0 on-error=fail"),
+                    caps,
+                )
+                .0
+            })
+            .collect();
+        for steps in [0, 2, 0] {
+            for _ in 0..steps {
+                let enc_element = enc.element().unwrap();
+                assert!(enc_element.emit_by_name::<bool>("ratchet-key", &[&0u64]));
+            }
+            let sealed = enc.push_and_pull(buffer(&frame, keyframe)).unwrap();
+            let mut bytes = sealed.map_readable().unwrap().to_vec();
+            if caps.starts_with("video/x-h264") {
+                assert_eq!(bytes.pop(), Some(0), "as rtph264pay trims it");
+            }
+            let writable = gst::Buffer::from_mut_slice(bytes.clone());
+            let written_at = writable.map_readable().unwrap().as_ptr();
+            let mut split = gst::Buffer::new();
+            let half = bytes.len() / 2;
+            for part in [&bytes[..half], &bytes[half..]] {
+                let memory = gst::Memory::from_mut_slice(part.to_vec());
+                split.get_mut().unwrap().append_memory(memory);
+            }
+            let read_only = gst::Buffer::from_slice(bytes);
+            for (n, (dec, mut input)) in decs
+                .iter_mut()
+                .zip([writable, split, read_only])
+                .enumerate()
+            {
+                if !keyframe {
+                    let input = input.get_mut().unwrap();
+                    input.set_flags(gst::BufferFlags::DELTA_UNIT);
+                }
+                let opened = dec.push_and_pull(input).unwrap();
+                let opened = opened.map_readable().unwrap();
+                assert_eq!(opened.as_slice(), frame, "{caps}, {steps} steps, input {n}");
+                if n == 0 {
+                    assert_eq!(opened.as_ptr(), written_at, "{caps}: opened where it lay");
+                }
+            }
+        }
+    }
+}

@@ -27,7 +27,7 @@ use crate::key_requests::{self, Held, RequestGate};
 use crate::keyring::{KeyRing, Trust};
 use crate::keys::{KeyError, KeyText, read_key_file};
 use crate::livekit::keys::KeyParams;
-use crate::livekit::{self, IvWindow, Layout, MediaCodec, SealedFrame};
+use crate::livekit::{self, FrameInPlace, IvWindow, Layout, MediaCodec, OpenError, SealedFrame};
 use crate::mode::{Framing, Mode};
 use crate::service::{ServiceSettings, Worker};
 use crate::sframe::{
@@ -458,6 +458,9 @@ pub struct StreamDecrypt {
     /// fetching.
     pub(super) worker: Mutex<Option<Worker>>,
     pub(super) fetches: service::Fetches,
+    /// mode=livekit: the ciphertext of the frame being opened in place, kept
+    /// for another key's attempt; reused from frame to frame.
+    livekit_scratch: Mutex<Vec<u8>>,
 }
 
 impl StreamDecrypt {
@@ -1508,8 +1511,9 @@ impl StreamDecrypt {
         (reason, detail)
     }
 
-    /// Decrypts the LiveKit frame in `buffer` into a new memory that replaces
-    /// its bytes; `state` is locked by the caller.
+    /// Decrypts the LiveKit frame in `buffer` where it lies and trims the buffer
+    /// to the plaintext, or, when its memory cannot be written where it lies,
+    /// into a new memory that replaces its bytes; `state` is locked by the caller.
     fn open_livekit_buffer(
         &self,
         state: MutexGuard<'_, State>,
@@ -1527,6 +1531,17 @@ impl StreamDecrypt {
             )));
         };
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        if let Some(mut memory) = SoleMemoryMap::writable(buffer) {
+            return Ok(
+                match self.open_livekit_in_place(codec, ratchet_window, memory.bytes(), keyframe) {
+                    Ok((kid, len)) => {
+                        memory.trim(0..len);
+                        Ok((kid, len))
+                    }
+                    Err(rejection) => Err(rejection),
+                },
+            );
+        }
         let opened = common::with_readable(buffer, |frame| {
             self.open_livekit(codec, ratchet_window, frame, keyframe)
         })?;
@@ -1544,8 +1559,8 @@ impl StreamDecrypt {
         let (format, state) = self.count_input(input.len())?;
         drop(state);
         let mut outbuf = match format {
-            // Decrypted into a memory of its own, as buffers are.
-            Format::Livekit => gst::Buffer::from_slice(record.bytes.clone()),
+            // Decrypted where it lies in a writable copy, as buffers are.
+            Format::Livekit => gst::Buffer::from_mut_slice(record.bytes.clone()),
             _ => gst::Buffer::with_size(self.max_decrypted_len(input.len()))
                 .map_err(|_| gst::FlowError::Error)?,
         };
@@ -1887,9 +1902,8 @@ impl StreamDecrypt {
         key.consecutive_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Decrypts a LiveKit frame of `codec` with the key its key index names,
-    /// trying up to `ratchet-window` ratchet steps of it when it fails; the
-    /// step that opens it becomes the key. Returns the KID and the plaintext.
+    /// Decrypts a LiveKit frame of `codec` into a new plaintext (see
+    /// `open_livekit_sealed`). Returns the KID and the plaintext.
     fn open_livekit(
         &self,
         codec: MediaCodec,
@@ -1899,22 +1913,65 @@ impl StreamDecrypt {
     ) -> Result<(u64, Vec<u8>), Rejection> {
         let layout = Layout::of(codec, frame, keyframe);
         let restored;
-        let frame = match self.restore_key_index_zero(layout, frame) {
-            Some(whole) => {
-                restored = whole;
-                &restored[..]
-            }
-            None => frame,
+        let frame = if self.key_index_stripped(layout, frame) {
+            restored = [frame, &[0]].concat();
+            &restored[..]
+        } else {
+            frame
         };
-        let sealed = SealedFrame::parse(frame, layout).map_err(|e| {
-            self.explain((DropReason::Malformed, e.to_string()), || {
-                sniff::plaintext_hint(frame)
-            })
-        })?;
-        let kid = u64::from(sealed.key_index);
+        let sealed =
+            SealedFrame::parse(frame, layout).map_err(|e| self.malformed_livekit(e, frame))?;
+        self.open_livekit_sealed(ratchet_window, sealed.key_index, sealed.iv, |key| {
+            sealed.open(key)
+        })
+    }
+
+    /// Decrypts a LiveKit frame of `codec` where it lies (see
+    /// `open_livekit_sealed`). Returns the KID and the length of the plaintext,
+    /// which is then at the start of `frame`.
+    fn open_livekit_in_place(
+        &self,
+        codec: MediaCodec,
+        ratchet_window: u32,
+        frame: &mut [u8],
+        keyframe: bool,
+    ) -> Result<(u64, usize), Rejection> {
+        let layout = Layout::of(codec, frame, keyframe);
+        let stripped = self.key_index_stripped(layout, frame);
+        let mut scratch = self.livekit_scratch.lock().unwrap();
+        let mut sealed = match FrameInPlace::parse_into(frame, layout, stripped, &mut scratch) {
+            Ok(sealed) => sealed,
+            // As the frame came, with the key index put back as `open_livekit` does.
+            Err(e) if stripped => return Err(self.malformed_livekit(e, &[&*frame, &[0]].concat())),
+            Err(e) => return Err(self.malformed_livekit(e, frame)),
+        };
+        let (key_index, iv) = (sealed.key_index, sealed.iv);
+        self.open_livekit_sealed(ratchet_window, key_index, iv, |key| sealed.open(key))
+    }
+
+    /// `error` of a LiveKit `frame` that is not one, with a hint when it looks
+    /// like plaintext.
+    fn malformed_livekit(&self, error: OpenError, frame: &[u8]) -> Rejection {
+        self.explain((DropReason::Malformed, error.to_string()), || {
+            sniff::plaintext_hint(frame)
+        })
+    }
+
+    /// Opens a LiveKit frame, whose key index and IV are given, with `open`
+    /// under the key its key index names, trying up to `ratchet-window` ratchet
+    /// steps of it when it fails; the step that opens it becomes the key.
+    /// Returns the KID and what `open` returned.
+    fn open_livekit_sealed<T>(
+        &self,
+        ratchet_window: u32,
+        key_index: u8,
+        iv: [u8; livekit::IV_LEN],
+        mut open: impl FnMut(&crate::cipher::Aead) -> Result<T, OpenError>,
+    ) -> Result<(u64, T), Rejection> {
+        let kid = u64::from(key_index);
         // The codec's header is in the clear: the frame does not look random.
         let key = self.key_for(self.state.lock().unwrap(), kid, None)?;
-        if key.recent_ivs.lock().unwrap().contains(&sealed.iv) {
+        if key.recent_ivs.lock().unwrap().contains(&iv) {
             return Err((
                 DropReason::Replay,
                 format!("KID {kid}: the IV of a recent frame (a replay)"),
@@ -1923,15 +1980,13 @@ impl StreamDecrypt {
         fn aead(key: &ReadyKey) -> &crate::cipher::Aead {
             key.frame_key().expect("a LiveKit key").aead()
         }
-        let mut opened = sealed
-            .open(aead(&key.key))
-            .map(|plain| (plain, key.clone()));
+        let mut opened = open(aead(&key.key)).map(|plain| (plain, key.clone()));
         for steps in 1..=ratchet_window as usize {
             if opened.is_ok() {
                 break;
             }
             let ratcheted = key.ratcheted(steps);
-            if let Ok(plain) = sealed.open(aead(&ratcheted)) {
+            if let Ok(plain) = open(aead(&ratcheted)) {
                 gst::info!(
                     CAT,
                     imp = self,
@@ -1942,7 +1997,7 @@ impl StreamDecrypt {
         }
         match opened {
             Ok((plain, key)) => {
-                key.recent_ivs.lock().unwrap().record(sealed.iv);
+                key.recent_ivs.lock().unwrap().record(iv);
                 self.authenticated(&key, kid);
                 Ok((kid, plain))
             }
@@ -1957,28 +2012,24 @@ impl StreamDecrypt {
     /// zero bytes at their end, which with key index 0 is the key index itself
     /// (the payloaders trim trailing zeros off a NAL unit; the escaping makes
     /// sure nothing else in a trailer is zero). Such a frame ends in its IV length
-    /// byte, 12: put the 0 back. A frame whose key index really is 12 ends in 12,
-    /// 12; one stripped ends so too when its IV ends in 12: that is taken as key
-    /// index 12 only if the decrypter holds a key for it.
-    fn restore_key_index_zero(&self, layout: Layout, frame: &[u8]) -> Option<Vec<u8>> {
+    /// byte, 12: its key index 0 is to be put back. A frame whose key index
+    /// really is 12 ends in 12, 12; one stripped ends so too when its IV ends in
+    /// 12: that is taken as key index 12 only if the decrypter holds a key for it.
+    fn key_index_stripped(&self, layout: Layout, frame: &[u8]) -> bool {
         const IV_LENGTH_BYTE: u8 = livekit::IV_LEN as u8;
         let [.., before, last] = frame else {
-            return None;
+            return false;
         };
         if !layout.nal_units || *last != IV_LENGTH_BYTE {
-            return None;
+            return false;
         }
-        if *before == IV_LENGTH_BYTE
+        !(*before == IV_LENGTH_BYTE
             && self
                 .state
                 .lock()
                 .unwrap()
                 .live_key(u64::from(IV_LENGTH_BYTE))
-                .is_some()
-        {
-            return None;
-        }
-        Some([frame, &[0]].concat())
+                .is_some())
     }
 
     /// A frame opened under `key` `steps` ratchet steps on: that is the key of

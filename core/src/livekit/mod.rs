@@ -199,6 +199,47 @@ impl std::fmt::Display for OpenError {
     }
 }
 
+/// What the end of a frame (unescaped, after its clear header) says.
+struct Trailer {
+    /// Bytes of ciphertext and tag before the IV.
+    sealed_len: usize,
+    iv: [u8; IV_LEN],
+    key_index: u8,
+}
+
+impl Trailer {
+    /// The trailer of `rest`; `key_index_stripped`: its key index, 0, was cut off
+    /// (see `FrameInPlace::parse_into`).
+    fn parse(rest: &[u8], key_index_stripped: bool) -> Result<Self, OpenError> {
+        let (key_index, rest_without_index) = if key_index_stripped {
+            (0, rest)
+        } else {
+            let Some((&key_index, rest_without_index)) = rest.split_last() else {
+                return Err(OpenError::Malformed("no trailer"));
+            };
+            (key_index, rest_without_index)
+        };
+        let Some((&iv_len, before_len)) = rest_without_index.split_last() else {
+            return Err(OpenError::Malformed("no trailer"));
+        };
+        if iv_len as usize != IV_LEN {
+            return Err(OpenError::Malformed("its IV length byte is not 12"));
+        }
+        let Some(sealed_len) = before_len.len().checked_sub(IV_LEN) else {
+            return Err(OpenError::Malformed("too short for its IV"));
+        };
+        if sealed_len < TAG_LEN {
+            return Err(OpenError::Malformed("too short for its tag"));
+        }
+        let iv = before_len[sealed_len..].try_into().expect("IV_LEN bytes");
+        Ok(Self {
+            sealed_len,
+            iv,
+            key_index,
+        })
+    }
+}
+
 /// An encrypted frame taken apart, ready to be opened with one key or several.
 #[derive(Debug)]
 pub struct SealedFrame<'a> {
@@ -222,22 +263,11 @@ impl<'a> SealedFrame<'a> {
         } else {
             rest.into()
         };
-        let Some((&key_index, rest_without_index)) = rest.split_last() else {
-            return Err(OpenError::Malformed("no trailer"));
-        };
-        let Some((&iv_len, before_len)) = rest_without_index.split_last() else {
-            return Err(OpenError::Malformed("no trailer"));
-        };
-        if iv_len as usize != IV_LEN {
-            return Err(OpenError::Malformed("its IV length byte is not 12"));
-        }
-        let Some(sealed_len) = before_len.len().checked_sub(IV_LEN) else {
-            return Err(OpenError::Malformed("too short for its IV"));
-        };
-        if sealed_len < TAG_LEN {
-            return Err(OpenError::Malformed("too short for its tag"));
-        }
-        let iv = before_len[sealed_len..].try_into().expect("IV_LEN bytes");
+        let Trailer {
+            sealed_len,
+            iv,
+            key_index,
+        } = Trailer::parse(&rest, false)?;
         let sealed = match rest {
             Cow::Borrowed(rest) => Cow::Borrowed(&rest[..sealed_len]),
             Cow::Owned(mut rest) => {
@@ -263,6 +293,78 @@ impl<'a> SealedFrame<'a> {
             .map_err(|_| OpenError::Authentication)?;
         out.truncate(self.header.len() + len);
         Ok(out)
+    }
+}
+
+/// An encrypted frame opened where it lies, in the memory it came in, with its
+/// ciphertext kept aside in a scratch buffer: a failed attempt (AES-GCM wipes
+/// what it could not authenticate) is followed by another key's from the same
+/// ciphertext. No allocation per frame once the scratch has grown.
+#[derive(Debug)]
+pub struct FrameInPlace<'a> {
+    frame: &'a mut [u8],
+    clear: usize,
+    /// Ciphertext and tag (unescaped).
+    sealed: &'a [u8],
+    /// Whether `frame` still holds them after its header, as it does until a
+    /// first attempt unless escapes had to be undone.
+    sealed_in_frame: bool,
+    pub iv: [u8; IV_LEN],
+    pub key_index: u8,
+}
+
+impl<'a> FrameInPlace<'a> {
+    /// Takes `frame` apart as `SealedFrame::parse` does, its ciphertext and tag
+    /// unescaped into `scratch`; `frame` is left as it is until `open`, so a
+    /// frame that is not one can still be looked at. `key_index_stripped`: the
+    /// frame lost its last byte, key index 0, to an RTP payloader that trims
+    /// trailing zeros.
+    pub fn parse_into(
+        frame: &'a mut [u8],
+        layout: Layout,
+        key_index_stripped: bool,
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<Self, OpenError> {
+        if frame.len() < layout.clear {
+            return Err(OpenError::Malformed("shorter than its clear header"));
+        }
+        scratch.clear();
+        let rest = &frame[layout.clear..];
+        if layout.nal_units {
+            nalu::unescape_into(rest, scratch);
+        } else {
+            scratch.extend_from_slice(rest);
+        }
+        let Trailer {
+            sealed_len,
+            iv,
+            key_index,
+        } = Trailer::parse(scratch, key_index_stripped)?;
+        let sealed_in_frame = scratch.len() == frame.len() - layout.clear;
+        let scratch: &'a [u8] = scratch;
+        Ok(Self {
+            frame,
+            clear: layout.clear,
+            sealed: &scratch[..sealed_len],
+            sealed_in_frame,
+            iv,
+            key_index,
+        })
+    }
+
+    /// The length of the frame's plaintext (its clear header first), which is
+    /// then at the start of the frame, if `key` opens it.
+    pub fn open(&mut self, key: &Aead) -> Result<usize, OpenError> {
+        let end = self.clear + self.sealed.len();
+        // Unescaping and the trailer only shrink the frame: the ciphertext fits.
+        let (header, text) = self.frame[..end].split_at_mut(self.clear);
+        if !std::mem::take(&mut self.sealed_in_frame) {
+            text.copy_from_slice(self.sealed);
+        }
+        let len = key
+            .open_in_place(&self.iv, header, text)
+            .map_err(|_| OpenError::Authentication)?;
+        Ok(self.clear + len)
     }
 }
 
@@ -409,6 +511,142 @@ mod tests {
         }
         // 256 KiB of ciphertext needs an escape about once in 16 frames.
         assert!(escaped_frames > 0);
+    }
+
+    /// Opens `frame` as `SealedFrame` does and where it lies, with the right
+    /// key first and with a wrong one first, and checks both ways agree on
+    /// everything.
+    fn assert_in_place_matches(frame: &[u8], layout: Layout, scratch: &mut Vec<u8>) {
+        for keys in [[1, 2, 1], [2, 1, 3]] {
+            assert_in_place_opens_as_copied(frame, layout, scratch, keys);
+        }
+    }
+
+    fn assert_in_place_opens_as_copied(
+        frame: &[u8],
+        layout: Layout,
+        scratch: &mut Vec<u8>,
+        keys: [u8; 3],
+    ) {
+        let copied = SealedFrame::parse(frame, layout);
+        let mut in_place_bytes = frame.to_vec();
+        let in_place = FrameInPlace::parse_into(&mut in_place_bytes, layout, false, scratch);
+        let (copied, mut in_place) = match (copied, in_place) {
+            (Ok(copied), Ok(in_place)) => (copied, in_place),
+            (Err(copied), Err(in_place)) => {
+                assert_eq!(copied, in_place);
+                assert!(
+                    in_place_bytes == frame,
+                    "a frame that is not one is left as it is"
+                );
+                return;
+            }
+            (copied, in_place) => panic!("{copied:?} but in place {in_place:?}"),
+        };
+        assert_eq!(
+            (copied.iv, copied.key_index),
+            (in_place.iv, in_place.key_index)
+        );
+        for key in keys.map(key) {
+            let expected = copied.open(&key);
+            let opened = in_place
+                .open(&key)
+                .map(|len| in_place.frame[..len].to_vec());
+            assert_eq!(expected, opened);
+        }
+    }
+
+    #[test]
+    fn frames_open_in_place_as_they_do_copied() {
+        let mut rng = crate::test_util::XorShift(0x11ce_f00d);
+        let mut scratch = Vec::new();
+        let codecs = [
+            MediaCodec::Vp8,
+            MediaCodec::Vp9,
+            MediaCodec::H264,
+            MediaCodec::H265,
+            MediaCodec::Audio,
+        ];
+        // Sealed frames, H.264 ones with ciphertext that needs escaping (found by
+        // trying IVs) and with zero-heavy clear headers.
+        let mut escaped = 0;
+        for n in 0..400u32 {
+            let codec = codecs[n as usize % codecs.len()];
+            let len = [0, 1, 3, 11, 40, 200, 1200, 5000][rng.below(8)];
+            let mut frame = crate::test_util::noise(rng.next(), len);
+            if matches!(codec, MediaCodec::H264 | MediaCodec::H265) {
+                frame.splice(0..0, [0, 0, 1, 0x67, 0, 0, 3, 0, 0, 0, 1, 0x65, 0x26, 1]);
+            }
+            let keyframe = n % 3 == 0;
+            let layout = Layout::of(codec, &frame, keyframe);
+            let mut iv = [0u8; IV_LEN];
+            iv[..4].copy_from_slice(&n.to_be_bytes());
+            let Ok(sealed) = seal(&key(1), (n % 5) as u8, &iv, layout, &frame) else {
+                continue;
+            };
+            let received = Layout::of(codec, &sealed, keyframe);
+            escaped += usize::from(
+                received.nal_units
+                    && nalu::unescape(&sealed[received.clear..]).len()
+                        < sealed.len() - received.clear,
+            );
+            assert_in_place_matches(&sealed, received, &mut scratch);
+            // Altered, truncated, and with key index 0 cut off.
+            let mut altered = sealed.clone();
+            let at = rng.below(altered.len());
+            altered[at] ^= 1 << rng.below(8);
+            assert_in_place_matches(&altered, received, &mut scratch);
+            let cut = &sealed[..rng.below(sealed.len() + 1)];
+            assert_in_place_matches(cut, Layout::of(codec, cut, keyframe), &mut scratch);
+            if sealed.last() == Some(&0) {
+                let restored = SealedFrame::parse(&sealed, received).unwrap();
+                let mut stripped = sealed[..sealed.len() - 1].to_vec();
+                let mut in_place =
+                    FrameInPlace::parse_into(&mut stripped, received, true, &mut scratch).unwrap();
+                assert_eq!(in_place.iv, restored.iv);
+                let len = in_place.open(&key(1)).unwrap();
+                assert!(restored.open(&key(1)).unwrap() == in_place.frame[..len]);
+            }
+        }
+        assert!(escaped > 0, "no frame needed escaping");
+        // Large frames, whose ciphertext itself needs escaping now and then.
+        let mut frame = vec![0, 0, 0, 1, 0x65, 0x88];
+        frame.resize(256 << 10, 0x5a);
+        let layout = Layout::of(MediaCodec::H264, &frame, true);
+        let mut escaped_ciphertexts = 0;
+        for n in 0..64u8 {
+            let sealed = seal(&key(1), 0, &[n; IV_LEN], layout, &frame).unwrap();
+            let ciphertext_end = sealed.len() - OVERHEAD;
+            if nalu::needs_escaping(&sealed[layout.clear..ciphertext_end]) {
+                escaped_ciphertexts += 1;
+                assert_in_place_matches(&sealed, layout, &mut scratch);
+            }
+        }
+        assert!(escaped_ciphertexts > 0, "no ciphertext needed escaping");
+        // Noise and escape-heavy bytes, laid out as each codec would.
+        let alphabets: [&[u8]; 3] = [&[0, 0, 0, 1, 3, 12, 0xff], &[0, 3], &[0, 12]];
+        for n in 0..3000 {
+            let alphabet = alphabets[n % alphabets.len()];
+            let len = rng.below(80);
+            let mut frame: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            if n % 2 == 0 {
+                frame.extend([12, rng.below(4) as u8]);
+            }
+            for layout in [
+                Layout {
+                    clear: rng.below(12),
+                    nal_units: true,
+                },
+                Layout {
+                    clear: rng.below(12),
+                    nal_units: false,
+                },
+            ] {
+                assert_in_place_matches(&frame, layout, &mut scratch);
+            }
+        }
     }
 
     #[test]

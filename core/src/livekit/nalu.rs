@@ -153,18 +153,24 @@ pub fn needs_escaping(data: &[u8]) -> bool {
 /// (found with a SIMD search; escapes cannot overlap, so searching for each next
 /// one finds what the reference's scan does). Borrows `data` when it holds none.
 pub fn unescape(data: &[u8]) -> Cow<'_, [u8]> {
-    let mut escapes = ESCAPES.find_iter(data).peekable();
-    if escapes.peek().is_none() {
+    if ESCAPES.find(data).is_none() {
         return Cow::Borrowed(data);
     }
     let mut out = Vec::with_capacity(data.len());
+    unescape_into(data, &mut out);
+    Cow::Owned(out)
+}
+
+/// Appends `data` to `out` with `unescape`'s escapes undone: into a buffer that
+/// is reused from frame to frame.
+pub fn unescape_into(data: &[u8], out: &mut Vec<u8>) {
+    out.reserve(data.len());
     let mut at = 0;
-    for escape in escapes {
+    for escape in ESCAPES.find_iter(data) {
         out.extend_from_slice(&data[at..escape + 2]);
         at = escape + ESCAPE.len();
     }
     out.extend_from_slice(&data[at..]);
-    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -370,6 +376,12 @@ mod tests {
             assert!(
                 unescape(&data)[..] == scalar::unescape(&data)[..],
                 "unescaping {len} bytes"
+            );
+            let mut reused = vec![0x77];
+            unescape_into(&data, &mut reused);
+            assert!(
+                reused[1..] == scalar::unescape(&data)[..],
+                "unescaping {len} bytes after others"
             );
             assert!(
                 unescape(&escaped[1..])[..] == data[..],
