@@ -564,20 +564,60 @@ fn ask_for_new_grant<T: ServiceUser>(imp: &T, shared: &Shared, fetcher: &Fetcher
     }
 }
 
-/// After `ServiceSettings::set` took `grant` or `grant-file`: while running,
-/// the new grant is checked and handed to the worker for later requests. `Err`
-/// says why it was refused (the grant in use stays). Before start, the grant
-/// is checked at start.
-pub fn hand_over_grant(
-    worker: &Mutex<Option<Worker>>,
-    set: Result<Option<Zeroizing<String>>, String>,
-) -> Result<(), String> {
-    let worker = worker.lock().unwrap();
-    let Some(worker) = worker.as_ref() else {
-        return Ok(());
-    };
-    match set? {
-        Some(token) => worker.take_new_grant(&token),
-        None => Ok(()),
+/// How often a key the service did not give is asked for again.
+pub const RETRY: Duration = Duration::from_secs(1);
+
+/// An element's key-service thread, while it runs: what the element's code
+/// asks of it, none of it waiting for the service.
+#[derive(Default)]
+pub struct WorkerSlot(Mutex<Option<Worker>>);
+
+impl WorkerSlot {
+    pub fn install(&self, worker: Worker) {
+        *self.0.lock().unwrap() = Some(worker);
+    }
+
+    /// Stops the worker and waits for it.
+    pub fn stop(&self) {
+        let worker = self.0.lock().unwrap().take();
+        drop(worker);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.0.lock().unwrap().is_some()
+    }
+
+    /// Asks for `kid`'s key; false when no worker runs, or it would not take
+    /// the request (see `Worker::fetch`).
+    pub fn fetch(&self, kid: u64) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|worker| worker.fetch(kid))
+    }
+
+    pub fn tick_at(&self, at: SystemTime) {
+        if let Some(worker) = self.0.lock().unwrap().as_ref() {
+            worker.tick_at(at);
+        }
+    }
+
+    /// After `ServiceSettings::set` took `grant` or `grant-file`: while running,
+    /// the new grant is checked and handed to the worker for later requests.
+    /// `Err` says why it was refused (the grant in use stays). Before start,
+    /// the grant is checked at start.
+    pub fn hand_over_grant(
+        &self,
+        set: Result<Option<Zeroizing<String>>, String>,
+    ) -> Result<(), String> {
+        let worker = self.0.lock().unwrap();
+        let Some(worker) = worker.as_ref() else {
+            return Ok(());
+        };
+        match set? {
+            Some(token) => worker.take_new_grant(&token),
+            None => Ok(()),
+        }
     }
 }

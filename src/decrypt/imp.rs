@@ -29,7 +29,7 @@ use crate::keys::{KeyError, KeyText, read_key_file};
 use crate::livekit::keys::KeyParams;
 use crate::livekit::{self, FrameInPlace, IvWindow, Layout, MediaCodec, OpenError, SealedFrame};
 use crate::mode::{Framing, Mode};
-use crate::service::{ServiceSettings, Worker};
+use crate::service::{ServiceSettings, WorkerSlot};
 use crate::sframe::{
     CipherSuite, FrameError, Header, MAX_OVERHEAD, ParsedFrame, Replay, ReplayWindow, SframeKey,
 };
@@ -456,7 +456,7 @@ pub struct StreamDecrypt {
     input: CaplessInput,
     /// With `key-server`: the thread that fetches keys, and the KIDs it is
     /// fetching.
-    pub(super) worker: Mutex<Option<Worker>>,
+    pub(super) worker: WorkerSlot,
     pub(super) fetches: service::Fetches,
     /// mode=livekit: the ciphertext of the frame being opened in place, kept
     /// for another key's attempt; reused from frame to frame.
@@ -848,7 +848,7 @@ impl ObjectImpl for StreamDecrypt {
         }
         let service = self.settings.lock().unwrap().service.set(name, value);
         if let Some(set) = service {
-            if let Err(why) = crate::service::hand_over_grant(&self.worker, set) {
+            if let Err(why) = self.worker.hand_over_grant(set) {
                 self.refuse_setting(name, &why, "the grant in use stays");
             }
             return;

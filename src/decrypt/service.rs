@@ -143,7 +143,7 @@ impl StreamDecrypt {
             )
         })?;
         let worker = Worker::start(self, resolved, bits, Role::Watcher);
-        *self.worker.lock().unwrap() = Some(worker);
+        self.worker.install(worker);
         self.prefetch(kid + 1);
         Ok(())
     }
@@ -152,14 +152,13 @@ impl StreamDecrypt {
     /// waits for a key.
     pub(super) fn stop_service(&self) {
         self.fetches.interrupt(true);
-        let worker = self.worker.lock().unwrap().take();
-        drop(worker);
+        self.worker.stop();
         self.fetches.clear();
     }
 
     /// Whether keys come from the key service.
     pub(super) fn uses_service(&self) -> bool {
-        self.worker.lock().unwrap().is_some()
+        self.worker.is_running()
     }
 
     /// Hands `kid` to the worker if the request gate allows; returns whether
@@ -175,10 +174,7 @@ impl StreamDecrypt {
             state.stats.key_requests += 1;
         }
         self.fetches.begin(kid);
-        let queued = match self.worker.lock().unwrap().as_ref() {
-            Some(worker) => worker.fetch(kid),
-            None => false,
-        };
+        let queued = self.worker.fetch(kid);
         if !queued {
             self.fetches
                 .done(kid, Some("too many keys are being fetched".into()));

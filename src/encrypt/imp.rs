@@ -17,7 +17,7 @@ use crate::format::{Encoder, EncryptError, Format, ReadyKey};
 use crate::framing;
 use crate::keys::{KeyError, KeyText, read_key_file};
 use crate::mode::Framing;
-use crate::service::{self, ServiceSettings, Worker};
+use crate::service::{self, ServiceSettings, WorkerSlot};
 use crate::sframe::FrameError;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -193,7 +193,7 @@ pub struct StreamEncrypt {
     /// With `key-server`: the keys of the periods, and the thread that fetches
     /// them.
     pub(super) rotation: Mutex<Option<super::service::Rotation>>,
-    pub(super) worker: Mutex<Option<Worker>>,
+    pub(super) worker: WorkerSlot,
 }
 
 impl StreamEncrypt {
@@ -562,7 +562,7 @@ impl ObjectImpl for StreamEncrypt {
         }
         let service = self.settings.lock().unwrap().service.set(name, value);
         if let Some(set) = service {
-            if let Err(why) = service::hand_over_grant(&self.worker, set) {
+            if let Err(why) = self.worker.hand_over_grant(set) {
                 self.refuse_setting(name, &why, "the grant in use stays");
             }
             return;

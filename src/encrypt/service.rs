@@ -17,10 +17,7 @@ use super::imp::{Settings, StreamEncrypt};
 use crate::format::{Format, ReadyKey};
 use crate::key_client::{self, ClientError, Role};
 use crate::keys::KeyText;
-use crate::service::{Resolved, ServiceUser, Worker};
-
-/// How often a key that is due and missing is asked for again.
-const RETRY: Duration = Duration::from_secs(1);
+use crate::service::{RETRY, Resolved, ServiceUser, Worker};
 
 /// The periods' keys while running.
 pub struct Rotation {
@@ -138,21 +135,13 @@ impl StreamEncrypt {
         let worker = Worker::start(self, resolved, bits, Role::Publisher);
         worker.fetch(next);
         worker.tick_at(boundary);
-        *self.worker.lock().unwrap() = Some(worker);
+        self.worker.install(worker);
     }
 
     /// Stops the worker (and waits for it) and forgets the periods' keys.
     pub(super) fn stop_rotation(&self) {
-        let worker = self.worker.lock().unwrap().take();
-        drop(worker);
+        self.worker.stop();
         *self.rotation.lock().unwrap() = None;
-    }
-
-    /// Asks the worker for `kid`'s key.
-    fn fetch(&self, kid: u64) {
-        if let Some(worker) = self.worker.lock().unwrap().as_ref() {
-            worker.fetch(kid);
-        }
     }
 
     /// Switches to `key` (of period `kid`) at the next buffer; the next
@@ -162,7 +151,7 @@ impl StreamEncrypt {
         rotation.current = kid;
         rotation.late = None;
         self.queue_key(key);
-        self.fetch(kid + 1);
+        self.worker.fetch(kid + 1);
         rotation.boundary(kid + 1)
     }
 }
@@ -201,9 +190,7 @@ impl ServiceUser for StreamEncrypt {
                     );
                     let boundary = self.switch_to(rotation, Arc::new(key));
                     drop(guard);
-                    if let Some(worker) = self.worker.lock().unwrap().as_ref() {
-                        worker.tick_at(boundary);
-                    }
+                    self.worker.tick_at(boundary);
                 } else {
                     rotation.next = Some(Arc::new(key));
                 }
@@ -220,9 +207,7 @@ impl ServiceUser for StreamEncrypt {
                              until it comes (asked again every second)")
                     );
                 }
-                if let Some(worker) = self.worker.lock().unwrap().as_ref() {
-                    worker.tick_at(SystemTime::now() + RETRY);
-                }
+                self.worker.tick_at(SystemTime::now() + RETRY);
             }
         }
     }
@@ -237,7 +222,7 @@ impl ServiceUser for StreamEncrypt {
         if due < next {
             // Early (or a retry of the next key's fetch).
             if rotation.next.is_none() {
-                self.fetch(next);
+                self.worker.fetch(next);
             }
             return Some(rotation.boundary(next));
         }
@@ -250,7 +235,7 @@ impl ServiceUser for StreamEncrypt {
         let current = rotation.current;
         let warn = rotation.late.replace(due) != Some(due);
         drop(guard);
-        self.fetch(due);
+        self.worker.fetch(due);
         if warn {
             gst::element_imp_warning!(
                 self,

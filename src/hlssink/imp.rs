@@ -14,7 +14,7 @@ use gst::subclass::prelude::*;
 use super::service::ServiceStart;
 use crate::hls::{self, HlsError, HlsErrorKind, HlsSettings, HlsWriter};
 use crate::keys::SecretKey;
-use crate::service::{ServiceSettings, Worker};
+use crate::service::{ServiceSettings, WorkerSlot};
 use zeroize::Zeroizing;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -165,7 +165,7 @@ pub struct StreamCryptHlsSink {
     giostreamsink: gst::Element,
     /// With `key-server`: the period keys, and the thread that fetches them.
     pub(super) period_keys: Mutex<Option<super::service::PeriodKeys>>,
-    pub(super) worker: Mutex<Option<Worker>>,
+    pub(super) worker: WorkerSlot,
 }
 
 impl StreamCryptHlsSink {
@@ -345,7 +345,7 @@ impl ObjectSubclass for StreamCryptHlsSink {
             splitmuxsink,
             giostreamsink,
             period_keys: Mutex::new(None),
-            worker: Mutex::new(None),
+            worker: WorkerSlot::default(),
         }
     }
 }
@@ -490,7 +490,7 @@ impl ObjectImpl for StreamCryptHlsSink {
                 .set(name, value)
                 .expect("a service property");
             drop(settings);
-            if let Err(why) = crate::service::hand_over_grant(&self.worker, set) {
+            if let Err(why) = self.worker.hand_over_grant(set) {
                 gst::element_imp_warning!(
                     self,
                     gst::LibraryError::Settings,

@@ -20,7 +20,7 @@ use crate::hls::{self, GivenKey, Pattern};
 use crate::key_client::{self, ClientError, Grant, KeyClient, Role};
 use crate::key_service::{self, KeyFormat};
 use crate::keys::{KeyText, SecretKey};
-use crate::service::{ServiceSettings, ServiceUser, Worker};
+use crate::service::{RETRY, ServiceSettings, ServiceUser, Worker};
 
 /// The period keys while running.
 pub struct PeriodKeys {
@@ -148,21 +148,14 @@ impl StreamCryptHlsSink {
         });
         let worker = Worker::start(self, resolved, bits, Role::Publisher);
         worker.fetch(current.kid + 1);
-        *self.worker.lock().unwrap() = Some(worker);
+        self.worker.install(worker);
         Ok(())
     }
 
     /// Stops the worker (waiting for it) and forgets the keys.
     pub(super) fn stop_service(&self) {
-        let worker = self.worker.lock().unwrap().take();
-        drop(worker);
+        self.worker.stop();
         *self.period_keys.lock().unwrap() = None;
-    }
-
-    fn fetch(&self, kid: u64) {
-        if let Some(worker) = self.worker.lock().unwrap().as_ref() {
-            worker.fetch(kid);
-        }
     }
 
     /// The key for a segment written now; `None` without key-server.
@@ -173,7 +166,7 @@ impl StreamCryptHlsSink {
         if keys.next.as_ref().is_some_and(|(kid, _)| *kid <= due) {
             keys.current = keys.next.take().expect("checked");
             keys.late = None;
-            self.fetch(keys.current.0 + 1);
+            self.worker.fetch(keys.current.0 + 1);
         }
         let (kid, key) = &keys.current;
         let late = (due > *kid && keys.late.replace(due) != Some(due)).then_some(*kid);
@@ -184,7 +177,7 @@ impl StreamCryptHlsSink {
         };
         drop(guard);
         if let Some(kid) = late {
-            self.fetch(due);
+            self.worker.fetch(due);
             gst::element_imp_warning!(
                 self,
                 gst::ResourceError::Read,
@@ -226,9 +219,7 @@ impl ServiceUser for StreamCryptHlsSink {
                              {current} until it comes (asked again every second)")
                     );
                 }
-                if let Some(worker) = self.worker.lock().unwrap().as_ref() {
-                    worker.tick_at(SystemTime::now() + std::time::Duration::from_secs(1));
-                }
+                self.worker.tick_at(SystemTime::now() + RETRY);
             }
         }
     }
@@ -241,7 +232,7 @@ impl ServiceUser for StreamCryptHlsSink {
             keys.next.is_none().then_some(keys.current.0 + 1)
         };
         if let Some(kid) = next {
-            self.fetch(kid);
+            self.worker.fetch(kid);
         }
         None
     }
