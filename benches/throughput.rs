@@ -9,6 +9,7 @@
 //! filter: `-- aes-128-gcm 1200` measures only that mode and size.
 
 mod common;
+use common::EncoderAllocation;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -129,6 +130,8 @@ fn run_pipeline(bench: &Pipeline, count: usize) -> Duration {
         .unwrap();
     let input = input.clone();
     let mut left = count;
+    // Asked once the first buffer has taken the caps downstream.
+    let mut allocation: Option<EncoderAllocation> = None;
     src.set_callbacks(
         gst_app::AppSrcCallbacks::builder()
             .need_data(move |src, _| {
@@ -136,8 +139,16 @@ fn run_pipeline(bench: &Pipeline, count: usize) -> Duration {
                     let _ = src.end_of_stream();
                     return;
                 }
+                if left < count && allocation.is_none() {
+                    allocation = Some(EncoderAllocation::query(&src.static_pad("src").unwrap()));
+                }
                 left -= 1;
-                let mut buffer = gst::Buffer::with_size(input.len()).unwrap();
+                let mut buffer = match (&input, &allocation) {
+                    // Encoder output: allocated as encoders do.
+                    (Input::Written(..), Some(allocation)) => allocation.buffer(input.len()),
+                    // Demuxer or socket output, or the first buffer.
+                    _ => gst::Buffer::with_size(input.len()).unwrap(),
+                };
                 let buffer_ref = buffer.get_mut().unwrap();
                 match &input {
                     Input::Written(_, head) => {

@@ -576,6 +576,83 @@ pub fn with_readable<R>(
     }
 }
 
+/// Free bytes around a buffer's bytes in its only memory, which the buffer may
+/// grow into (upstream allocated it with the prefix and padding we proposed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    pub before: usize,
+    pub after: usize,
+}
+
+/// The room around `buffer`'s bytes, when they are all in one system memory of
+/// the buffer's own: not read-only, and not a part of another memory (whose
+/// free bytes would be its neighbours' bytes).
+pub fn room(buffer: &gst::BufferRef) -> Option<Room> {
+    if buffer.n_memory() != 1 {
+        return None;
+    }
+    let memory = buffer.peek_memory(0);
+    if memory.parent().is_some()
+        || memory.flags().contains(gst::MemoryFlags::READONLY)
+        || !is_system_memory(memory)
+    {
+        return None;
+    }
+    let before = memory.offset();
+    Some(Room {
+        before,
+        after: memory.maxsize() - before - memory.size(),
+    })
+}
+
+/// Whether `memory` is of the default allocator's type, `GST_ALLOCATOR_SYSMEM`:
+/// one pointer comparison for the memories of the default allocator itself.
+fn is_system_memory(memory: &gst::MemoryRef) -> bool {
+    const SYSTEM_MEMORY: &str = "SystemMemory";
+    static SYSTEM: LazyLock<Option<gst::Allocator>> =
+        LazyLock::new(|| gst::Allocator::find(Some(SYSTEM_MEMORY)));
+    match (memory.allocator(), SYSTEM.as_ref()) {
+        (Some(allocator), Some(system)) if allocator == system => true,
+        _ => memory.is_type(SYSTEM_MEMORY),
+    }
+}
+
+/// Runs `write` on all the bytes of `buffer`'s only memory (which `room` found
+/// the buffer's own), with the offset of the buffer's bytes in them; the range
+/// `write` returns becomes the buffer's bytes. `None` when the memory is shared
+/// with another buffer or cannot be mapped: nothing was written.
+pub fn write_in_room<R>(
+    buffer: &mut gst::BufferRef,
+    write: impl FnOnce(&mut [u8], usize) -> (R, Option<std::ops::Range<usize>>),
+) -> Option<R> {
+    let memory = buffer.peek_memory_mut(0).ok()?;
+    // One map and one resize for the whole of it: mapping reaches only the
+    // memory's current bytes, and each gst_memory_resize checks that the
+    // memory and its buffer are writable.
+    // SAFETY: the memory is writable (checked above) and its own (`room`);
+    // gst_memory_map returns its bytes at `offset` into the `maxsize` bytes the
+    // allocator gave it, all of which the memory owns; the slice lives only
+    // while it is mapped.
+    unsafe {
+        let mem = memory.as_mut_ptr();
+        let mut info = std::mem::MaybeUninit::uninit();
+        if gst::ffi::gst_memory_map(mem, info.as_mut_ptr(), gst::ffi::GST_MAP_READWRITE)
+            == glib::ffi::GFALSE
+        {
+            return None;
+        }
+        let mut info = info.assume_init();
+        let offset = (*mem).offset;
+        let whole = std::slice::from_raw_parts_mut(info.data.sub(offset), (*mem).maxsize);
+        let (result, range) = write(whole, offset);
+        gst::ffi::gst_memory_unmap(mem, &mut info);
+        if let Some(range) = range {
+            gst::ffi::gst_memory_resize(mem, range.start as isize - offset as isize, range.len());
+        }
+        Some(result)
+    }
+}
+
 /// Largest output written into a `Vec` and then wrapped: for small buffers that
 /// measured cheaper than allocating and mapping a `GstMemory`. Larger outputs go
 /// into a `GstMemory`, which spares zeroing their bytes first.

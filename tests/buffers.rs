@@ -215,3 +215,90 @@ fn buffers_of_several_memories() {
         assert_eq!(contents(&decrypted), plaintext, "{size} bytes");
     }
 }
+
+/// Where a memory's bytes begin in its allocation: the same for a memory that
+/// was only resized.
+fn allocation_start(memory: &gst::MemoryRef) -> usize {
+    memory.map_readable().unwrap().as_ptr() as usize - memory.offset()
+}
+
+/// Buffers allocated as encoders allocate them, with the prefix and padding the
+/// encrypter proposes in the ALLOCATION query, are encrypted in their own
+/// memory: SFrame of any size where it lies, the other formats below 4 KiB
+/// through a scratch. The same memory comes out, grown into its room, and
+/// decrypts; a buffer that also holds the memory keeps its plaintext.
+#[test]
+fn buffers_with_room_are_encrypted_in_their_own_memory() {
+    let modes = [
+        format!("key={KEY_A} key-id=5"),
+        format!("key={KEY_A} key-id=5 framing=stream"),
+        format!("mode=aes-128-ctr-hmac-32 key={KEY_A} key-id=300"),
+        format!("mode=sm4-gcm key={KEY_A} key-id=5"),
+        format!("mode=sm4-ecb key={KEY_A}"),
+        format!("mode=sm4-ecb key={KEY_A} framing=stream"),
+        "mode=qq-tea key=fedcba9876543210".to_string(),
+        format!("mode=aes-128-cbc key={KEY_A}"),
+        format!("mode=aes-256-cbc key={KEY_256} serialize-iv=true"),
+    ];
+    for settings in modes {
+        let sframe = settings.contains("key-id");
+        let (mut enc, _) = harness(&make(&format!("streamencrypt {settings}")));
+        let (mut dec, _) = harness(&make(&format!("streamdecrypt {settings} on-error=fail")));
+        for (i, &size) in SIZES.iter().enumerate().filter(|(_, size)| **size > 0) {
+            let plaintext = bytes(size, i as u8);
+            let mut input = enc.create_buffer(size).unwrap();
+            input
+                .get_mut()
+                .unwrap()
+                .copy_from_slice(0, &plaintext)
+                .unwrap();
+            let memory = input.peek_memory(0);
+            assert!(
+                memory.offset() > 0 || memory.maxsize() > size,
+                "{settings}: no room proposed"
+            );
+            let start = allocation_start(memory);
+            let mut encrypted = enc.push_and_pull(input).unwrap();
+            if settings.contains("framing=stream") && i == 1 {
+                // The stream header goes first, as a buffer of its own.
+                dec.push(encrypted).unwrap();
+                encrypted = enc.pull().unwrap();
+            }
+            if sframe || size < 4096 {
+                assert_eq!(encrypted.n_memory(), 1, "{settings}: {size} bytes");
+                assert_eq!(
+                    allocation_start(encrypted.peek_memory(0)),
+                    start,
+                    "{settings}: {size} bytes went into a new memory"
+                );
+            }
+            let decrypted = dec.push_and_pull(encrypted).unwrap();
+            assert_eq!(contents(&decrypted), plaintext, "{settings}: {size} bytes");
+        }
+
+        // A memory another buffer also holds is not written.
+        let plaintext = bytes(188, 1);
+        let mut original = enc.create_buffer(188).unwrap();
+        original
+            .get_mut()
+            .unwrap()
+            .copy_from_slice(0, &plaintext)
+            .unwrap();
+        let mut input = gst::Buffer::new();
+        input
+            .get_mut()
+            .unwrap()
+            .append_memory(original.peek_memory(0).to_owned());
+        let encrypted = enc.push_and_pull(input).unwrap();
+        assert_eq!(
+            contents(&original),
+            plaintext,
+            "{settings}: shared memory written"
+        );
+        assert_eq!(
+            contents(&dec.push_and_pull(encrypted).unwrap()),
+            plaintext,
+            "{settings}"
+        );
+    }
+}

@@ -30,3 +30,51 @@ pub fn start() -> (Vec<usize>, Vec<Mode>) {
         .collect();
     (numbers, modes)
 }
+
+/// Buffers allocated as an encoder allocates its output: `GstVideoEncoder` and
+/// `GstAudioEncoder` ask downstream once caps are set (the ALLOCATION query) and
+/// allocate every buffer with the allocator and parameters (prefix, padding,
+/// alignment) they are given, or the defaults when nobody answers.
+#[derive(Default)]
+pub struct EncoderAllocation {
+    allocator: Option<gst::Allocator>,
+    params: Option<gst::AllocationParams>,
+}
+
+impl EncoderAllocation {
+    /// What downstream of `pad` (which has its caps) proposes.
+    pub fn query(pad: &gst::Pad) -> Self {
+        use gst::prelude::*;
+        let caps = pad.current_caps();
+        let mut query = gst::query::Allocation::new(caps.as_ref(), false);
+        if !pad.peer_query(&mut query) {
+            return Self::default();
+        }
+        match query.allocation_params().next() {
+            Some((allocator, params)) => Self {
+                allocator,
+                params: Some(params),
+            },
+            None => Self::default(),
+        }
+    }
+
+    /// A new buffer of `size` bytes (`gst_buffer_new_allocate`, as the encoders
+    /// call it).
+    pub fn buffer(&self, size: usize) -> gst::Buffer {
+        use gst::glib::translate::{FromGlibPtrFull, ToGlibPtr};
+        let params = self
+            .params
+            .as_ref()
+            .map_or(std::ptr::null(), |params| params.as_ptr());
+        // SAFETY: allocator and params are valid for the call (or NULL, the
+        // defaults); the buffer returned is ours.
+        unsafe {
+            gst::Buffer::from_glib_full(gst::ffi::gst_buffer_new_allocate(
+                self.allocator.to_glib_none().0,
+                size,
+                params as *mut _,
+            ))
+        }
+    }
+}

@@ -12,13 +12,14 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use crate::cipher::MAX_TAG_LEN;
 use crate::common::{self, CaplessInput, KeySettings, KeyedElement};
 use crate::format::{Encoder, EncryptError, Format, ReadyKey};
 use crate::framing;
 use crate::keys::{KeyError, KeyText, read_key_file};
 use crate::mode::Framing;
 use crate::service::{self, ServiceSettings, WorkerSlot};
-use crate::sframe::FrameError;
+use crate::sframe::{FrameError, MAX_HEADER_LEN};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -843,6 +844,52 @@ impl BaseTransformImpl for StreamEncrypt {
         self.parent_decide_allocation(query)
     }
 
+    fn propose_allocation(
+        &self,
+        decide_query: Option<&gst::query::Allocation>,
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        // BaseTransform's answer (downstream's, or the metas it keeps); we answer
+        // with our room even when downstream gives none.
+        if let Err(err) = self.parent_propose_allocation(decide_query, query) {
+            gst::debug!(CAT, imp = self, "no proposal from downstream: {err}");
+        }
+        let pending = self.pending.lock().unwrap();
+        if let Some((prefix, padding)) = pending
+            .format
+            .and_then(|format| proposed_room(&format, pending.framing))
+        {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "asking for {prefix} bytes before and {padding} after each buffer"
+            );
+            // Downstream's room is around our output, which begins `prefix`
+            // bytes before the input and ends up to `padding` after it: upstream
+            // leaves both.
+            let proposed: Vec<_> = query.allocation_params().collect();
+            for (i, (allocator, params)) in proposed.iter().enumerate() {
+                query.set_nth_allocation_param(
+                    i as u32,
+                    allocator.as_ref(),
+                    gst::AllocationParams::new(
+                        params.flags(),
+                        params.align(),
+                        params.prefix() + prefix,
+                        params.padding() + padding,
+                    ),
+                );
+            }
+            if proposed.is_empty() {
+                query.add_allocation_param(
+                    None::<&gst::Allocator>,
+                    gst::AllocationParams::new(gst::MemoryFlags::empty(), 0, prefix, padding),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn transform_meta<'a>(
         &self,
         _outbuf: &mut gst::BufferRef,
@@ -858,71 +905,225 @@ impl BaseTransformImpl for StreamEncrypt {
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
         let payload_len = buf.size();
+        let flags = buf.flags();
         let in_place_max = self.in_place_max.load(Ordering::Relaxed);
-        if !(IN_PLACE_MIN..=in_place_max).contains(&payload_len) {
-            let flags = buf.flags();
-            let memory = self.encrypt_buffer(flags, payload_len, |stream| {
-                // One map of the input for either kind of format.
-                common::with_readable(buf, |input| {
-                    // Formats whose output size the content decides (LiveKit).
-                    let keyframe = !flags.contains(gst::BufferFlags::DELTA_UNIT);
-                    if let Some(framed) = stream.encoder.encrypt_frame(&stream.key, input, keyframe)
-                    {
-                        let framing = stream.framing;
-                        return framed.and_then(|frame| {
-                            let out = if framing == Framing::Stream && !frame.is_empty() {
-                                let mut record = vec![0u8; framing::LENGTH_LEN];
-                                write_prefix(framing, frame.len(), &mut record)?;
-                                record.extend_from_slice(&frame);
-                                record
-                            } else {
-                                frame
-                            };
-                            let len = out.len();
-                            Ok((gst::Memory::from_mut_slice(out), len))
-                        });
-                    }
-                    let max_len = max_sealed_len(&stream.format, stream.framing, payload_len);
-                    common::new_memory(max_len, |out| seal_into(stream, input, out)).map(|memory| {
-                        let len = memory.size();
-                        (memory, len)
-                    })
-                })
-            })?;
-            if memory.size() == 0 {
-                // Only aesenc's unpadded stream completes no block in some
-                // buffers: send nothing rather than an empty buffer (aesdec aborts
-                // on an empty first buffer when the IV is serialized) or an empty
-                // record.
-                return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
+        let sealed = self.encrypt_buffer(flags, payload_len, |stream| {
+            if let Some(sealed) = seal_in_room(stream, buf)? {
+                return Ok(sealed.map(|len| (Sealed::InBuffer(len), len)));
             }
-            buf.replace_all_memory(memory);
-            return Ok(gst::FlowSuccess::Ok);
-        }
-        self.encrypt_buffer(buf.flags(), payload_len, |stream| {
-            let framing = stream.framing;
-            let sealed = {
-                let mut payload = buf.map_writable().map_err(|_| gst::FlowError::Error)?;
-                stream.encoder.encrypt_in_place(&stream.key, &mut payload)
-            };
-            Ok(sealed
-                .map(|parts| {
-                    let parts = parts.expect("in place only for formats that encrypt in place");
-                    // The header (after a record length in a byte stream) and the tag
-                    // go around the payload as memories of their own: the payload is
-                    // neither copied nor moved.
-                    let sealed_len = parts.header().len() + payload_len + parts.tag().len();
-                    let mut length = [0u8; framing::LENGTH_LEN];
-                    write_prefix(framing, sealed_len, &mut length)?;
-                    let prefix = &length[..prefix_len(framing)];
-                    buf.prepend_memory(memory_of(&[prefix, parts.header()]));
-                    buf.append_memory(memory_of(&[parts.tag()]));
-                    Ok(((), buf.size()))
+            if (IN_PLACE_MIN..=in_place_max).contains(&payload_len) {
+                return seal_around(stream, buf)
+                    .map(|sealed| sealed.map(|len| (Sealed::InBuffer(len), len)));
+            }
+            // One map of the input for either kind of format.
+            common::with_readable(buf, |input| {
+                seal_to_memory(stream, input, flags).map(|memory| {
+                    let len = memory.size();
+                    (Sealed::Memory(memory), len)
                 })
-                .and_then(|sealed| sealed))
+            })
         })?;
-        Ok(gst::FlowSuccess::Ok)
+        match sealed {
+            // Only aesenc's unpadded stream completes no block in some buffers:
+            // send nothing rather than an empty buffer (aesdec aborts on an empty
+            // first buffer when the IV is serialized) or an empty record.
+            Sealed::InBuffer(0) => Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED),
+            Sealed::Memory(memory) if memory.size() == 0 => {
+                Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED)
+            }
+            Sealed::InBuffer(_) => Ok(gst::FlowSuccess::Ok),
+            Sealed::Memory(memory) => {
+                buf.replace_all_memory(memory);
+                Ok(gst::FlowSuccess::Ok)
+            }
+        }
     }
+}
+
+/// Where a buffer's encryption went.
+enum Sealed {
+    /// Into the buffer itself, now this many bytes long.
+    InBuffer(usize),
+    /// Into a new memory, to replace the buffer's.
+    Memory(gst::Memory),
+}
+
+/// Encrypts `buf` in its own memory when upstream allocated it with the room we
+/// proposed (`propose_allocation`), as encoders do: no new memory, no memory
+/// freed. SFrame is sealed where it lies, its header written into the room in
+/// front and its tag into the room behind; the other formats (below
+/// IN_PLACE_MIN) encrypt through a scratch of the streaming thread's and are
+/// copied back. Returns the bytes out, or `None` when the buffer has too little
+/// room or is not writable.
+fn seal_in_room(
+    stream: &mut Stream,
+    buf: &mut gst::BufferRef,
+) -> Result<Option<Result<usize, EncryptError>>, gst::FlowError> {
+    let Some(room) = common::room(buf) else {
+        return Ok(None);
+    };
+    let len = buf.size();
+    let framing = stream.framing;
+    let (front, back) = match stream.format {
+        Format::Sframe(suite) if len <= max_record_plaintext(framing) => {
+            (prefix_len(framing) + MAX_HEADER_LEN, suite.tag_len())
+        }
+        Format::Sframe(_) | Format::Livekit => return Ok(None),
+        format if len < IN_PLACE_MIN => {
+            // Placed as far forward as the room allows: the output starts at
+            // most `before` bytes ahead of the input, and ends inside the memory.
+            let grows = max_sealed_len(&format, framing, len) - len;
+            let front = room.before.min(grows);
+            (front, grows - front)
+        }
+        _ => return Ok(None),
+    };
+    if room.before < front || room.after < back {
+        return Ok(None);
+    }
+    Ok(common::write_in_room(buf, |memory, offset| {
+        let start = offset - front;
+        let room = &mut memory[start..offset + len + back];
+        let written = match stream.format {
+            Format::Sframe(_) => seal_sframe_in_room(stream, room, front, len),
+            _ => seal_through_scratch(stream, room, front, len),
+        };
+        match written {
+            Ok(out) => (Ok(out.len()), Some(start + out.start..start + out.end)),
+            Err(err) => (Err(err), None),
+        }
+    }))
+}
+
+/// The room (prefix, padding) to ask upstream to allocate around each buffer's
+/// bytes, so that `seal_in_room` can encrypt it there; `None` for LiveKit, whose
+/// frames grow by what their content decides.
+fn proposed_room(format: &Format, framing: Framing) -> Option<(usize, usize)> {
+    match format {
+        Format::Sframe(_) => Some((prefix_len(framing) + MAX_HEADER_LEN, MAX_TAG_LEN)),
+        Format::Livekit => None,
+        // What a buffer below IN_PLACE_MIN grows by at most, over a few block
+        // lengths (padding to whole blocks depends on the length).
+        _ => {
+            let grows = (IN_PLACE_MIN - 64..IN_PLACE_MIN)
+                .map(|len| max_sealed_len(format, framing, len) - len)
+                .max();
+            grows.map(|grows| (0, grows))
+        }
+    }
+}
+
+/// Largest plaintext of one SFrame in an output buffer: with `framing=stream`
+/// the record limit.
+fn max_record_plaintext(framing: Framing) -> usize {
+    match framing {
+        Framing::Buffer => usize::MAX,
+        Framing::Stream => framing::MAX_RECORD_PLAINTEXT,
+    }
+}
+
+/// Seals the `len` bytes at `front` in `room` (which has MAX_HEADER_LEN and the
+/// record length before them and the tag after) where they lie; returns where
+/// the output is in `room`.
+fn seal_sframe_in_room(
+    stream: &mut Stream,
+    room: &mut [u8],
+    front: usize,
+    len: usize,
+) -> Result<std::ops::Range<usize>, EncryptError> {
+    let (head, rest) = room.split_at_mut(front);
+    let (payload, tail) = rest.split_at_mut(len);
+    let parts = stream
+        .encoder
+        .encrypt_in_place(&stream.key, payload)?
+        .expect("in place only for formats that encrypt in place");
+    let (header, tag) = (parts.header(), parts.tag());
+    tail[..tag.len()].copy_from_slice(tag);
+    let header_at = front - header.len();
+    head[header_at..].copy_from_slice(header);
+    let first = header_at - prefix_len(stream.framing);
+    write_prefix(
+        stream.framing,
+        header.len() + len + tag.len(),
+        &mut head[first..],
+    )?;
+    Ok(first..front + len + tag.len())
+}
+
+thread_local! {
+    /// Output of the formats that cannot encrypt where the input lies, before it
+    /// is copied back into the input's memory: one per streaming thread, reused
+    /// by every encrypter the thread runs (no allocation per buffer, none per
+    /// stream).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Encrypts the `len` bytes at `front` in `room` into the thread's scratch and
+/// copies the output to the start of `room`; returns where the output is.
+fn seal_through_scratch(
+    stream: &mut Stream,
+    room: &mut [u8],
+    front: usize,
+    len: usize,
+) -> Result<std::ops::Range<usize>, EncryptError> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.resize(room.len(), 0);
+        let written = seal_into(stream, &room[front..front + len], scratch)?;
+        room[..written].copy_from_slice(&scratch[..written]);
+        Ok(0..written)
+    })
+}
+
+/// Seals a payload of IN_PLACE_MIN or more where it lies, the header (after a
+/// record length in a byte stream) and the tag going around it as memories of
+/// their own: the payload is neither copied nor moved. Returns the bytes out.
+fn seal_around(
+    stream: &mut Stream,
+    buf: &mut gst::BufferRef,
+) -> Result<Result<usize, EncryptError>, gst::FlowError> {
+    let framing = stream.framing;
+    let payload_len = buf.size();
+    let sealed = {
+        let mut payload = buf.map_writable().map_err(|_| gst::FlowError::Error)?;
+        stream.encoder.encrypt_in_place(&stream.key, &mut payload)
+    };
+    Ok(sealed.and_then(|parts| {
+        let parts = parts.expect("in place only for formats that encrypt in place");
+        let sealed_len = parts.header().len() + payload_len + parts.tag().len();
+        let mut length = [0u8; framing::LENGTH_LEN];
+        write_prefix(framing, sealed_len, &mut length)?;
+        let prefix = &length[..prefix_len(framing)];
+        buf.prepend_memory(memory_of(&[prefix, parts.header()]));
+        buf.append_memory(memory_of(&[parts.tag()]));
+        Ok(buf.size())
+    }))
+}
+
+/// Encrypts `input` (a frame; `flags` say whether it is a keyframe) into a new
+/// memory.
+fn seal_to_memory(
+    stream: &mut Stream,
+    input: &[u8],
+    flags: gst::BufferFlags,
+) -> Result<gst::Memory, EncryptError> {
+    // Formats whose output size the content decides (LiveKit).
+    let keyframe = !flags.contains(gst::BufferFlags::DELTA_UNIT);
+    if let Some(framed) = stream.encoder.encrypt_frame(&stream.key, input, keyframe) {
+        let framing = stream.framing;
+        return framed.and_then(|frame| {
+            let out = if framing == Framing::Stream && !frame.is_empty() {
+                let mut record = vec![0u8; framing::LENGTH_LEN];
+                write_prefix(framing, frame.len(), &mut record)?;
+                record.extend_from_slice(&frame);
+                record
+            } else {
+                frame
+            };
+            Ok(gst::Memory::from_mut_slice(out))
+        });
+    }
+    let max_len = max_sealed_len(&stream.format, stream.framing, input.len());
+    common::new_memory(max_len, |out| seal_into(stream, input, out))
 }
 
 /// One memory holding `parts` one after the other.
