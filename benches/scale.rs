@@ -21,6 +21,7 @@
 //! counts (`1000`).
 
 mod common;
+use common::EncoderAllocation;
 
 use std::io::Write;
 use std::sync::Barrier;
@@ -159,6 +160,8 @@ impl Chain {
 struct Streams {
     pipeline: gst::Pipeline,
     sources: Vec<gst::Pad>,
+    /// How each source allocates its buffers, as its chain proposes.
+    allocations: Vec<EncoderAllocation>,
 }
 
 impl Streams {
@@ -194,7 +197,12 @@ impl Streams {
             assert!(source.push_event(gst::event::Caps::new(&caps)));
             assert!(source.push_event(gst::event::Segment::new(&segment)));
         }
-        Self { pipeline, sources }
+        let allocations = sources.iter().map(EncoderAllocation::query).collect();
+        Self {
+            pipeline,
+            sources,
+            allocations,
+        }
     }
 
     /// Pushes `per_stream` buffers into every stream from a pool of `workers`
@@ -207,14 +215,21 @@ impl Streams {
             let threads: Vec<_> = (0..workers)
                 .map(|worker| {
                     let (sources, start) = (&self.sources, &start);
+                    let allocations = &self.allocations;
                     scope.spawn(move || {
-                        let mine: Vec<&gst::Pad> =
-                            sources.iter().skip(worker).step_by(workers).collect();
+                        let mine: Vec<(&gst::Pad, &EncoderAllocation)> = sources
+                            .iter()
+                            .zip(allocations)
+                            .skip(worker)
+                            .step_by(workers)
+                            .collect();
                         start.wait();
                         let cpu = thread_cpu_time();
                         for _ in 0..per_stream {
-                            for source in &mine {
-                                source.push(source_buffer()).expect("buffer flows");
+                            for (source, allocation) in &mine {
+                                source
+                                    .push(source_buffer(allocation))
+                                    .expect("buffer flows");
                             }
                         }
                         thread_cpu_time() - cpu
@@ -259,9 +274,10 @@ impl Drop for Streams {
     }
 }
 
-/// A buffer as an encoder hands it on: new, written in place.
-fn source_buffer() -> gst::Buffer {
-    let mut buffer = gst::Buffer::with_size(BUFFER_SIZE).unwrap();
+/// A buffer as an encoder hands it on: new, allocated as its chain proposes,
+/// written in place.
+fn source_buffer(allocation: &EncoderAllocation) -> gst::Buffer {
+    let mut buffer = allocation.buffer(BUFFER_SIZE);
     buffer.get_mut().unwrap().map_writable().unwrap().fill(0x5a);
     buffer
 }

@@ -2,6 +2,7 @@
 //! What both elements share: pads, the key and mode properties, output buffers.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex};
@@ -617,39 +618,98 @@ fn is_system_memory(memory: &gst::MemoryRef) -> bool {
     }
 }
 
-/// Runs `write` on all the bytes of `buffer`'s only memory (which `room` found
-/// the buffer's own), with the offset of the buffer's bytes in them; the range
-/// `write` returns becomes the buffer's bytes. `None` when the memory is shared
-/// with another buffer or cannot be mapped: nothing was written.
-pub fn write_in_room<R>(
-    buffer: &mut gst::BufferRef,
-    write: impl FnOnce(&mut [u8], usize) -> (R, Option<std::ops::Range<usize>>),
-) -> Option<R> {
-    let memory = buffer.peek_memory_mut(0).ok()?;
-    // One map and one resize for the whole of it: mapping reaches only the
-    // memory's current bytes, and each gst_memory_resize checks that the
-    // memory and its buffer are writable.
-    // SAFETY: the memory is writable (checked above) and its own (`room`);
-    // gst_memory_map returns its bytes at `offset` into the `maxsize` bytes the
-    // allocator gave it, all of which the memory owns; the slice lives only
-    // while it is mapped.
-    unsafe {
-        let mem = memory.as_mut_ptr();
-        let mut info = std::mem::MaybeUninit::uninit();
-        if gst::ffi::gst_memory_map(mem, info.as_mut_ptr(), gst::ffi::GST_MAP_READWRITE)
-            == glib::ffi::GFALSE
-        {
+/// A buffer's only memory, mapped for writing where it lies, then resized.
+/// Without `gst_memory_is_writable`, which `BufferRef::peek_memory_mut` and
+/// `gst_memory_resize` each call, and which walks up to the buffer under atomic
+/// locks (the two: a sixth of what the decrypter costs on small buffers): the
+/// buffer is writable (`&mut`), and mapping the memory for writing fails when it
+/// is read-only or shared with another buffer, which is all that check adds.
+pub struct SoleMemoryMap<'a> {
+    memory: *mut gst::ffi::GstMemory,
+    info: gst::ffi::GstMapInfo,
+    _buffer: std::marker::PhantomData<&'a mut gst::BufferRef>,
+}
+
+impl<'a> SoleMemoryMap<'a> {
+    pub fn writable(buffer: &'a mut gst::BufferRef) -> Option<Self> {
+        if buffer.n_memory() != 1 {
             return None;
         }
-        let mut info = info.assume_init();
-        let offset = (*mem).offset;
-        let whole = std::slice::from_raw_parts_mut(info.data.sub(offset), (*mem).maxsize);
-        let (result, range) = write(whole, offset);
-        gst::ffi::gst_memory_unmap(mem, &mut info);
-        if let Some(range) = range {
-            gst::ffi::gst_memory_resize(mem, range.start as isize - offset as isize, range.len());
+        // SAFETY: the buffer has a memory at index 0, which it keeps while it
+        // is borrowed; `info` is written by a mapping that succeeds.
+        unsafe {
+            let memory = gst::ffi::gst_buffer_peek_memory(buffer.as_mut_ptr(), 0);
+            let mut info = std::mem::MaybeUninit::uninit();
+            let mapped =
+                gst::ffi::gst_memory_map(memory, info.as_mut_ptr(), gst::ffi::GST_MAP_WRITE);
+            (mapped != glib::ffi::GFALSE).then(|| Self {
+                memory,
+                info: info.assume_init(),
+                _buffer: std::marker::PhantomData,
+            })
         }
-        Some(result)
+    }
+
+    /// The buffer's bytes.
+    pub fn bytes(&mut self) -> &mut [u8] {
+        if self.info.size == 0 {
+            return &mut [];
+        }
+        // SAFETY: mapped for writing, `size` bytes at `data`, while `self` lives.
+        unsafe { std::slice::from_raw_parts_mut(self.info.data, self.info.size) }
+    }
+
+    /// All the bytes the memory was allocated with, and where the buffer's
+    /// bytes begin in them. Only for a memory `room` found the buffer's own.
+    pub fn whole(&mut self, _room: Room) -> (&mut [u8], usize) {
+        // SAFETY: mapped for writing; gst_memory_map returns the memory's bytes
+        // at `offset` into the `maxsize` bytes its allocator gave it, which a
+        // memory that is no part of another owns (`room`).
+        unsafe {
+            let offset = (*self.memory).offset;
+            let whole =
+                std::slice::from_raw_parts_mut(self.info.data.sub(offset), (*self.memory).maxsize);
+            (whole, offset)
+        }
+    }
+
+    /// Unmaps the memory and keeps only `range` of its bytes: what
+    /// `gst_memory_resize` does, less its `gst_memory_is_writable` (see above).
+    pub fn trim(self, range: Range<usize>) {
+        assert!(range.end <= self.info.size, "trimmed within the memory");
+        // SAFETY: `memory` is mapped, so its offset can be read.
+        let offset = unsafe { (*self.memory).offset };
+        self.resize(offset + range.start..offset + range.end);
+    }
+
+    /// Unmaps the memory and makes `range` of all its bytes (as `whole` gives
+    /// them) the buffer's.
+    pub fn resize(self, range: Range<usize>) {
+        let memory = self.memory;
+        drop(self);
+        // SAFETY: the memory is the writable buffer's own and unshared (it
+        // mapped for writing), and `range` lies within it.
+        unsafe {
+            assert!(range.end <= (*memory).maxsize, "resized within the memory");
+            let (start, end) = ((*memory).offset, (*memory).offset + (*memory).size);
+            let flags = &mut (*memory).mini_object.flags;
+            // Bytes that were the buffer's are no longer known to be zero.
+            if range.start > start {
+                *flags &= !gst::ffi::GST_MEMORY_FLAG_ZERO_PREFIXED;
+            }
+            if range.end < end {
+                *flags &= !gst::ffi::GST_MEMORY_FLAG_ZERO_PADDED;
+            }
+            (*memory).offset = range.start;
+            (*memory).size = range.len();
+        }
+    }
+}
+
+impl Drop for SoleMemoryMap<'_> {
+    fn drop(&mut self) {
+        // SAFETY: mapped in `writable`, unmapped once.
+        unsafe { gst::ffi::gst_memory_unmap(self.memory, &mut self.info) }
     }
 }
 

@@ -62,7 +62,7 @@ impl EncoderAllocation {
     /// A new buffer of `size` bytes (`gst_buffer_new_allocate`, as the encoders
     /// call it).
     pub fn buffer(&self, size: usize) -> gst::Buffer {
-        use gst::glib::translate::{FromGlibPtrFull, ToGlibPtr};
+        use gst::glib::translate::ToGlibPtr;
         let params = self
             .params
             .as_ref()

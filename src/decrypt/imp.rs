@@ -1389,7 +1389,7 @@ fn open_in_place(
     buffer: &mut gst::BufferRef,
     open: impl FnOnce(&mut [u8]) -> Result<(u64, Range<usize>), Rejection>,
 ) -> Result<(u64, usize), Rejection> {
-    if let Some(mut memory) = SoleMemoryMap::writable(buffer) {
+    if let Some(mut memory) = common::SoleMemoryMap::writable(buffer) {
         let (kid, range) = open(memory.bytes())?;
         let len = range.len();
         memory.trim(range);
@@ -1402,76 +1402,6 @@ fn open_in_place(
         .resize(range)
         .map_err(|_| (DropReason::Malformed, "cannot trim buffer".to_string()))?;
     Ok((kid, len))
-}
-
-/// A buffer's only memory, mapped for writing where it lies, then trimmed.
-/// Without `gst_memory_is_writable`, which `BufferRef::peek_memory_mut` and
-/// `gst_memory_resize` each call, and which walks up to the buffer under atomic
-/// locks (the two: a sixth of what the decrypter costs on small buffers): the
-/// buffer is writable (`&mut`), and mapping the memory for writing fails when it
-/// is read-only or shared with another buffer, which is all that check adds.
-struct SoleMemoryMap<'a> {
-    memory: *mut gst::ffi::GstMemory,
-    info: gst::ffi::GstMapInfo,
-    _buffer: std::marker::PhantomData<&'a mut gst::BufferRef>,
-}
-
-impl<'a> SoleMemoryMap<'a> {
-    fn writable(buffer: &'a mut gst::BufferRef) -> Option<Self> {
-        if buffer.n_memory() != 1 {
-            return None;
-        }
-        // SAFETY: the buffer has a memory at index 0, which it keeps while it
-        // is borrowed; `info` is written by a mapping that succeeds.
-        unsafe {
-            let memory = gst::ffi::gst_buffer_peek_memory(buffer.as_mut_ptr(), 0);
-            let mut info = std::mem::MaybeUninit::uninit();
-            let mapped =
-                gst::ffi::gst_memory_map(memory, info.as_mut_ptr(), gst::ffi::GST_MAP_WRITE);
-            (mapped != glib::ffi::GFALSE).then(|| Self {
-                memory,
-                info: info.assume_init(),
-                _buffer: std::marker::PhantomData,
-            })
-        }
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        if self.info.size == 0 {
-            return &mut [];
-        }
-        // SAFETY: mapped for writing, `size` bytes at `data`, while `self` lives.
-        unsafe { std::slice::from_raw_parts_mut(self.info.data, self.info.size) }
-    }
-
-    /// Unmaps the memory and keeps only `range` of its bytes: what
-    /// `gst_memory_resize` does, less its `gst_memory_is_writable` (see above).
-    fn trim(self, range: Range<usize>) {
-        assert!(range.end <= self.info.size, "trimmed within the memory");
-        let memory = self.memory;
-        drop(self);
-        // SAFETY: the memory is the writable buffer's own and unshared (it
-        // mapped for writing), and `range` lies within it.
-        unsafe {
-            let flags = &mut (*memory).mini_object.flags;
-            // Bytes before or after the range are no longer known to be zero.
-            if range.start > 0 {
-                *flags &= !gst::ffi::GST_MEMORY_FLAG_ZERO_PREFIXED;
-            }
-            if range.end < (*memory).size {
-                *flags &= !gst::ffi::GST_MEMORY_FLAG_ZERO_PADDED;
-            }
-            (*memory).offset += range.start;
-            (*memory).size = range.len();
-        }
-    }
-}
-
-impl Drop for SoleMemoryMap<'_> {
-    fn drop(&mut self) {
-        // SAFETY: mapped in `writable`, unmapped once.
-        unsafe { gst::ffi::gst_memory_unmap(self.memory, &mut self.info) }
-    }
 }
 
 impl StreamDecrypt {
@@ -1531,7 +1461,7 @@ impl StreamDecrypt {
             )));
         };
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-        if let Some(mut memory) = SoleMemoryMap::writable(buffer) {
+        if let Some(mut memory) = common::SoleMemoryMap::writable(buffer) {
             return Ok(
                 match self.open_livekit_in_place(codec, ratchet_window, memory.bytes(), keyframe) {
                     Ok((kid, len)) => {

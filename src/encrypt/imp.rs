@@ -981,18 +981,21 @@ fn seal_in_room(
     if room.before < front || room.after < back {
         return Ok(None);
     }
-    Ok(common::write_in_room(buf, |memory, offset| {
-        let start = offset - front;
-        let room = &mut memory[start..offset + len + back];
-        let written = match stream.format {
-            Format::Sframe(_) => seal_sframe_in_room(stream, room, front, len),
-            _ => seal_through_scratch(stream, room, front, len),
-        };
-        match written {
-            Ok(out) => (Ok(out.len()), Some(start + out.start..start + out.end)),
-            Err(err) => (Err(err), None),
-        }
-    }))
+    // Not ours to write when another buffer shares the memory.
+    let Some(mut map) = common::SoleMemoryMap::writable(buf) else {
+        return Ok(None);
+    };
+    let (memory, offset) = map.whole(room);
+    let start = offset - front;
+    let room = &mut memory[start..offset + len + back];
+    let written = match stream.format {
+        Format::Sframe(_) => seal_sframe_in_room(stream, room, front, len),
+        _ => seal_through_scratch(stream, room, front, len),
+    };
+    Ok(Some(written.map(|out| {
+        map.resize(start + out.start..start + out.end);
+        out.len()
+    })))
 }
 
 /// The room (prefix, padding) to ask upstream to allocate around each buffer's
@@ -1070,6 +1073,10 @@ fn seal_through_scratch(
         scratch.resize(room.len(), 0);
         let written = seal_into(stream, &room[front..front + len], scratch)?;
         room[..written].copy_from_slice(&scratch[..written]);
+        // No plaintext left behind the output, where the memory keeps it.
+        if written < front + len {
+            room[written..front + len].fill(0);
+        }
         Ok(0..written)
     })
 }
