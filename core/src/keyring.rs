@@ -10,6 +10,34 @@
 //! trusted.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Hashes a KID with one multiplication: the decrypter looks one up for every
+/// frame, and SipHash (the default) cost more than the rest of the lookup.
+/// Flooding is no concern here: the ring holds only the keys it was given
+/// (a bounded number), so KIDs an attacker picks can only make lookups of KIDs
+/// that have no key probe the few entries there are.
+#[derive(Default)]
+pub struct KidHasher(u64);
+
+impl Hasher for KidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, kid: u64) {
+        // The high and low halves of the 128-bit product, folded: every bit of
+        // the KID reaches both the bucket (low bits) and the tag (high bits).
+        let product = u128::from(self.0 ^ kid) * 0x9e37_79b9_7f4a_7c15;
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// Whether the application vouched for a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +59,7 @@ struct Entry<T> {
 #[derive(Debug)]
 pub struct KeyRing<T> {
     capacity: usize,
-    entries: HashMap<u64, Entry<T>>,
+    entries: HashMap<u64, Entry<T>, BuildHasherDefault<KidHasher>>,
     /// KIDs, oldest-added first.
     order: VecDeque<u64>,
 }
@@ -42,7 +70,7 @@ impl<T> KeyRing<T> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             order: VecDeque::new(),
         }
     }

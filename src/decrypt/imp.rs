@@ -461,6 +461,55 @@ pub struct StreamDecrypt {
     /// mode=livekit: the ciphertext of the frame being opened in place, kept
     /// for another key's attempt; reused from frame to frame.
     livekit_scratch: Mutex<Vec<u8>>,
+    /// What went out, counted without the state lock.
+    output: OutputCounts,
+}
+
+/// The decrypter's output counters, which the streaming thread alone writes
+/// (plain loads and stores, no lock and no atomic read-modify-write per
+/// buffer) and `stats` reads. The state lock is taken for a buffer out only
+/// when its KID is not the steady one: a key switch, the first buffer, or
+/// after frames too old for the replay window.
+#[derive(Default)]
+struct OutputCounts {
+    buffers: AtomicU64,
+    bytes: AtomicU64,
+    /// Whether `steady_kid` is the stream's current KID, with nothing else to
+    /// record under the state lock when a buffer of that KID goes out.
+    steady: AtomicBool,
+    steady_kid: AtomicU64,
+}
+
+impl OutputCounts {
+    /// Counts a buffer of `len` bytes out; whether its `kid` is the steady one.
+    fn count(&self, kid: u64, len: usize) -> bool {
+        let add = |counter: &AtomicU64, n: u64| {
+            counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        };
+        add(&self.buffers, 1);
+        add(&self.bytes, len as u64);
+        self.steady.load(Ordering::Relaxed) && self.steady_kid.load(Ordering::Relaxed) == kid
+    }
+
+    fn set_steady(&self, kid: Option<u64>) {
+        if let Some(kid) = kid {
+            self.steady_kid.store(kid, Ordering::Relaxed);
+        }
+        self.steady.store(kid.is_some(), Ordering::Relaxed);
+    }
+
+    /// `stats` with the counters filled in.
+    fn into_stats(&self, mut stats: Stats) -> Stats {
+        stats.buffers_out = self.buffers.load(Ordering::Relaxed);
+        stats.bytes_out = self.bytes.load(Ordering::Relaxed);
+        stats
+    }
+
+    fn reset(&self) {
+        self.buffers.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+        self.set_steady(None);
+    }
 }
 
 impl StreamDecrypt {
@@ -598,7 +647,11 @@ impl StreamDecrypt {
             let running = state.running.as_ref();
             let plaintext = running.and_then(|r| r.plaintext.clone());
             let failed = running.is_some_and(|r| r.failed);
-            (state.stats.clone(), plaintext, failed)
+            (
+                self.output.into_stats(state.stats.clone()),
+                plaintext,
+                failed,
+            )
         };
         let dropped = stats.dropped();
         if dropped == 0 || failed {
@@ -949,7 +1002,8 @@ impl ObjectImpl for StreamDecrypt {
             "max-keys" => settings.max_keys.to_value(),
             "stats" => {
                 let state = self.state.lock().unwrap();
-                state.stats.to_structure(state.ring.len()).to_value()
+                let stats = self.output.into_stats(state.stats.clone());
+                stats.to_structure(state.ring.len()).to_value()
             }
             other => unreachable!("no readable property {other}"),
         }
@@ -1091,6 +1145,7 @@ impl BaseTransformImpl for StreamDecrypt {
         );
         state.running = Some(running);
         state.stats = Stats::default();
+        self.output.reset();
         drop(state);
         let service = settings
             .service
@@ -1757,6 +1812,8 @@ impl StreamDecrypt {
                 return;
             };
             running.too_old_run += 1;
+            // The next buffer out resets the run, under the lock.
+            self.output.set_steady(None);
             running.too_old_run
         };
         if run == TOO_OLD_RUN {
@@ -2076,12 +2133,14 @@ impl StreamDecrypt {
 
     /// Counts a decrypted buffer, and posts a message when the key changed.
     fn count_output(&self, kid: u64, len: usize, pts: Option<gst::ClockTime>) {
+        if self.output.count(kid, len) {
+            return;
+        }
         let switched_from = {
             let mut state = self.state.lock().unwrap();
             let State { running, stats, .. } = &mut *state;
-            stats.buffers_out += 1;
-            stats.bytes_out += len as u64;
             stats.kid = Some(kid);
+            self.output.set_steady(running.is_some().then_some(kid));
             if let Some(running) = running.as_mut() {
                 running.too_old_run = 0;
             }
