@@ -499,7 +499,7 @@ impl OutputCounts {
     }
 
     /// `stats` with the counters filled in.
-    fn into_stats(&self, mut stats: Stats) -> Stats {
+    fn with_counts(&self, mut stats: Stats) -> Stats {
         stats.buffers_out = self.buffers.load(Ordering::Relaxed);
         stats.bytes_out = self.bytes.load(Ordering::Relaxed);
         stats
@@ -648,7 +648,7 @@ impl StreamDecrypt {
             let plaintext = running.and_then(|r| r.plaintext.clone());
             let failed = running.is_some_and(|r| r.failed);
             (
-                self.output.into_stats(state.stats.clone()),
+                self.output.with_counts(state.stats.clone()),
                 plaintext,
                 failed,
             )
@@ -1002,7 +1002,7 @@ impl ObjectImpl for StreamDecrypt {
             "max-keys" => settings.max_keys.to_value(),
             "stats" => {
                 let state = self.state.lock().unwrap();
-                let stats = self.output.into_stats(state.stats.clone());
+                let stats = self.output.with_counts(state.stats.clone());
                 stats.to_structure(state.ring.len()).to_value()
             }
             other => unreachable!("no readable property {other}"),
