@@ -412,3 +412,64 @@ fn frames_open_where_they_lie_or_wherever_they_are() {
         }
     }
 }
+
+/// Frames allocated as encoders allocate them, with the room the encrypter
+/// proposes in the ALLOCATION query, are sealed in their own memory: the same
+/// memory comes out, grown by the trailer (and a record length in a byte
+/// stream), and opens. A header whose start codes must be made long, and a
+/// frame shorter than its header, take the copying path as before.
+#[test]
+fn frames_with_room_are_sealed_in_their_own_memory() {
+    let allocation_start = |memory: &gst::MemoryRef| {
+        memory.map_readable().unwrap().as_ptr() as usize - memory.offset()
+    };
+    // SPS with a short start code, then an IDR slice: normalized, so moved.
+    let mut short_start = vec![0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x65, 0x88];
+    short_start.extend(payload(6).iter().map(|b| b | 1));
+    let mut cases: Vec<(&str, Vec<u8>, bool, bool)> = frames()
+        .into_iter()
+        .map(|(caps, frame, keyframe, _)| (caps, frame, keyframe, true))
+        .collect();
+    cases.push((
+        "video/x-h264,stream-format=byte-stream",
+        short_start,
+        true,
+        false,
+    ));
+    for framing in ["buffer", "stream"] {
+        for (caps, frame, keyframe, in_place) in &cases {
+            let settings = format!("mode=livekit key={KEY} key-id=4 framing={framing}");
+            let (mut enc, _) = harness_with(&format!("streamencrypt {settings}"), caps);
+            let (mut dec, _) =
+                harness_with(&format!("streamdecrypt {settings} on-error=fail"), caps);
+            let mut input = enc.create_buffer(frame.len()).unwrap();
+            {
+                let input = input.get_mut().unwrap();
+                input.copy_from_slice(0, frame).unwrap();
+                if !keyframe {
+                    input.set_flags(gst::BufferFlags::DELTA_UNIT);
+                }
+            }
+            let start = allocation_start(input.peek_memory(0));
+            let mut sealed = enc.push_and_pull(input).unwrap();
+            if framing == "stream" {
+                // The stream header goes first, as a buffer of its own.
+                dec.push(sealed).unwrap();
+                sealed = enc.pull().unwrap();
+            }
+            let same = sealed.n_memory() == 1 && allocation_start(sealed.peek_memory(0)) == start;
+            assert_eq!(
+                same, *in_place,
+                "{caps} {framing}: sealed in its own memory"
+            );
+            let opened = dec.push_and_pull(sealed).unwrap();
+            let opened = opened.map_readable().unwrap().to_vec();
+            if *in_place {
+                assert_eq!(&opened, frame, "{caps} {framing}");
+            } else {
+                // The clear header comes back with long start codes.
+                assert_eq!(opened[4..], frame[3..], "{caps} {framing}");
+            }
+        }
+    }
+}

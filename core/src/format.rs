@@ -274,6 +274,19 @@ impl LivekitEncoder {
         }
     }
 
+    /// The next frame's layout, IV and key index (the KID: the elements keep
+    /// LiveKit's below 256, as it travels in one byte).
+    fn next_frame(
+        &mut self,
+        key: &ReadyKey,
+        frame: &[u8],
+        keyframe: bool,
+    ) -> Result<(Layout, [u8; livekit::IV_LEN], u8), EncryptError> {
+        let codec = self.codec.ok_or(EncryptError::NoCodec)?;
+        let layout = Layout::of(codec, frame, keyframe);
+        Ok((layout, self.next_iv()?, key.kid as u8))
+    }
+
     fn next_iv(&mut self) -> Result<[u8; livekit::IV_LEN], EncryptError> {
         let prefix = match self.prefix {
             Some(prefix) => prefix,
@@ -353,12 +366,29 @@ impl Encoder {
             if frame.is_empty() {
                 return Ok(Vec::new());
             }
-            let codec = encoder.codec.ok_or(EncryptError::NoCodec)?;
-            let layout = Layout::of(codec, frame, keyframe);
-            let iv = encoder.next_iv()?;
-            // The key index travels in one byte: the elements keep KIDs below 256.
-            let key_index = key.kid as u8;
+            let (layout, iv, key_index) = encoder.next_frame(key, frame, keyframe)?;
             livekit::seal(frame_key.aead(), key_index, &iv, layout, frame)
+                .map_err(EncryptError::Livekit)
+        })())
+    }
+
+    /// LiveKit: encrypts the frame in `buf[..len]` (not empty) where it lies, as
+    /// `encrypt_frame` does, growing into the rest of `buf` (at least
+    /// `livekit::SEAL_ROOM` bytes). `Ok(None)`: nothing done, use
+    /// `encrypt_frame`. `None`: not LiveKit.
+    pub fn encrypt_frame_in_place(
+        &mut self,
+        key: &ReadyKey,
+        buf: &mut [u8],
+        len: usize,
+        keyframe: bool,
+    ) -> Option<Result<Option<livekit::InPlace>, EncryptError>> {
+        let (Encoder::Livekit(encoder), KeyCipher::Livekit(frame_key)) = (self, &key.cipher) else {
+            return None;
+        };
+        Some((|| {
+            let (layout, iv, key_index) = encoder.next_frame(key, &buf[..len], keyframe)?;
+            livekit::seal_in_place(frame_key.aead(), key_index, &iv, layout, buf, len)
                 .map_err(EncryptError::Livekit)
         })())
     }

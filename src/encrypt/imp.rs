@@ -17,6 +17,7 @@ use crate::common::{self, CaplessInput, KeySettings, KeyedElement};
 use crate::format::{Encoder, EncryptError, Format, ReadyKey};
 use crate::framing;
 use crate::keys::{KeyError, KeyText, read_key_file};
+use crate::livekit;
 use crate::mode::Framing;
 use crate::service::{self, ServiceSettings, WorkerSlot};
 use crate::sframe::{FrameError, MAX_HEADER_LEN};
@@ -908,8 +909,14 @@ impl BaseTransformImpl for StreamEncrypt {
         let flags = buf.flags();
         let in_place_max = self.in_place_max.load(Ordering::Relaxed);
         let sealed = self.encrypt_buffer(flags, payload_len, |stream| {
-            if let Some(sealed) = seal_in_room(stream, buf)? {
-                return Ok(sealed.map(|len| (Sealed::InBuffer(len), len)));
+            if let Some(sealed) = seal_in_room(stream, buf, flags)? {
+                return Ok(sealed.map(|sealed| {
+                    let len = match &sealed {
+                        Sealed::InBuffer(len) => *len,
+                        Sealed::Memory(memory) => memory.size(),
+                    };
+                    (sealed, len)
+                }));
             }
             if (IN_PLACE_MIN..=in_place_max).contains(&payload_len) {
                 return seal_around(stream, buf)
@@ -950,15 +957,16 @@ enum Sealed {
 
 /// Encrypts `buf` in its own memory when upstream allocated it with the room we
 /// proposed (`propose_allocation`), as encoders do: no new memory, no memory
-/// freed. SFrame is sealed where it lies, its header written into the room in
-/// front and its tag into the room behind; the other formats (below
-/// IN_PLACE_MIN) encrypt through a scratch of the streaming thread's and are
-/// copied back. Returns the bytes out, or `None` when the buffer has too little
-/// room or is not writable.
+/// freed. SFrame and LiveKit are sealed where they lie, SFrame's header written
+/// into the room in front and the tag (LiveKit's trailer) into the room behind;
+/// the other formats (below IN_PLACE_MIN) encrypt through a scratch of the
+/// streaming thread's and are copied back. `None` when the buffer has too little
+/// room or is not writable, or LiveKit's header must move.
 fn seal_in_room(
     stream: &mut Stream,
     buf: &mut gst::BufferRef,
-) -> Result<Option<Result<usize, EncryptError>>, gst::FlowError> {
+    flags: gst::BufferFlags,
+) -> Result<Option<Result<Sealed, EncryptError>>, gst::FlowError> {
     let Some(room) = common::room(buf) else {
         return Ok(None);
     };
@@ -967,6 +975,10 @@ fn seal_in_room(
     let (front, back) = match stream.format {
         Format::Sframe(suite) if len <= max_record_plaintext(framing) => {
             (prefix_len(framing) + MAX_HEADER_LEN, suite.tag_len())
+        }
+        // Empty frames go out as they are (`seal_to_memory`).
+        Format::Livekit if len > 0 && len <= max_record_plaintext(framing) => {
+            (prefix_len(framing), livekit::SEAL_ROOM)
         }
         Format::Sframe(_) | Format::Livekit => return Ok(None),
         format if len < IN_PLACE_MIN => {
@@ -989,22 +1001,49 @@ fn seal_in_room(
     let start = offset - front;
     let room = &mut memory[start..offset + len + back];
     let written = match stream.format {
-        Format::Sframe(_) => seal_sframe_in_room(stream, room, front, len),
-        _ => seal_through_scratch(stream, room, front, len),
+        Format::Sframe(_) => seal_sframe_in_room(stream, room, front, len).map(Written::Range),
+        Format::Livekit => {
+            let keyframe = !flags.contains(gst::BufferFlags::DELTA_UNIT);
+            let sealed = stream
+                .encoder
+                .encrypt_frame_in_place(&stream.key, &mut room[front..], len, keyframe)
+                .expect("a LiveKit encoder");
+            match sealed {
+                Ok(None) => return Ok(None),
+                Ok(Some(livekit::InPlace::Sealed(sealed_len))) => {
+                    write_prefix(framing, sealed_len, room)
+                        .map(|()| Written::Range(0..front + sealed_len))
+                }
+                Ok(Some(livekit::InPlace::Moved(frame))) => {
+                    framed_memory(framing, frame).map(Written::Memory)
+                }
+                Err(err) => Err(err),
+            }
+        }
+        _ => seal_through_scratch(stream, room, front, len).map(Written::Range),
     };
-    Ok(Some(written.map(|out| {
-        map.resize(start + out.start..start + out.end);
-        out.len()
+    Ok(Some(written.map(|written| match written {
+        Written::Range(out) => {
+            map.resize(start + out.start..start + out.end);
+            Sealed::InBuffer(out.len())
+        }
+        Written::Memory(memory) => Sealed::Memory(memory),
     })))
 }
 
+/// What `seal_in_room` wrote: a range of the room, or, for a LiveKit frame
+/// whose escapes did not fit, a new memory.
+enum Written {
+    Range(std::ops::Range<usize>),
+    Memory(gst::Memory),
+}
+
 /// The room (prefix, padding) to ask upstream to allocate around each buffer's
-/// bytes, so that `seal_in_room` can encrypt it there; `None` for LiveKit, whose
-/// frames grow by what their content decides.
+/// bytes, so that `seal_in_room` can encrypt it there.
 fn proposed_room(format: &Format, framing: Framing) -> Option<(usize, usize)> {
     match format {
         Format::Sframe(_) => Some((prefix_len(framing) + MAX_HEADER_LEN, MAX_TAG_LEN)),
-        Format::Livekit => None,
+        Format::Livekit => Some((prefix_len(framing), livekit::SEAL_ROOM)),
         // What a buffer below IN_PLACE_MIN grows by at most, over a few block
         // lengths (padding to whole blocks depends on the length).
         _ => {
@@ -1106,6 +1145,19 @@ fn seal_around(
     }))
 }
 
+/// A LiveKit frame as a memory: a record of its own with `framing=stream`.
+fn framed_memory(framing: Framing, frame: Vec<u8>) -> Result<gst::Memory, EncryptError> {
+    let out = if framing == Framing::Stream && !frame.is_empty() {
+        let mut record = vec![0u8; framing::LENGTH_LEN];
+        write_prefix(framing, frame.len(), &mut record)?;
+        record.extend_from_slice(&frame);
+        record
+    } else {
+        frame
+    };
+    Ok(gst::Memory::from_mut_slice(out))
+}
+
 /// Encrypts `input` (a frame; `flags` say whether it is a keyframe) into a new
 /// memory.
 fn seal_to_memory(
@@ -1116,18 +1168,7 @@ fn seal_to_memory(
     // Formats whose output size the content decides (LiveKit).
     let keyframe = !flags.contains(gst::BufferFlags::DELTA_UNIT);
     if let Some(framed) = stream.encoder.encrypt_frame(&stream.key, input, keyframe) {
-        let framing = stream.framing;
-        return framed.and_then(|frame| {
-            let out = if framing == Framing::Stream && !frame.is_empty() {
-                let mut record = vec![0u8; framing::LENGTH_LEN];
-                write_prefix(framing, frame.len(), &mut record)?;
-                record.extend_from_slice(&frame);
-                record
-            } else {
-                frame
-            };
-            Ok(gst::Memory::from_mut_slice(out))
-        });
+        return framed.and_then(|frame| framed_memory(stream.framing, frame));
     }
     let max_len = max_sealed_len(&stream.format, stream.framing, input.len());
     common::new_memory(max_len, |out| seal_into(stream, input, out))

@@ -158,24 +158,101 @@ pub fn seal(
     // Sealed where it will be sent, escaped there too when it needs it at all (a
     // 1,200-byte ciphertext about once in 3,400 frames, a MiB one in four):
     // one allocation per frame, with room for a few escapes.
-    let sealed_len = header.len() + payload.len() + OVERHEAD;
-    let mut out = Vec::with_capacity(sealed_len + ESCAPE_ROOM);
+    let len = header.len() + payload.len();
+    let mut out = Vec::with_capacity(len + SEAL_ROOM);
     out.extend_from_slice(&header);
     out.extend_from_slice(payload);
-    out.resize(header.len() + payload.len() + TAG_LEN, 0);
-    let (text, tag) = out[header.len()..].split_at_mut(payload.len());
-    key.seal_in_place(iv, &header, text, tag)
-        .map_err(SealError::Cipher)?;
-    out.extend_from_slice(iv);
-    out.extend_from_slice(&[IV_LEN as u8, key_index]);
-    if layout.nal_units {
-        nalu::escape_in_place(&mut out, header.len());
-    }
-    Ok(out)
+    out.resize(len + SEAL_ROOM, 0);
+    let sealed = seal_normalized(
+        key,
+        key_index,
+        iv,
+        header.len(),
+        layout.nal_units,
+        &mut out,
+        len,
+    )?;
+    Ok(match sealed {
+        InPlace::Sealed(sealed_len) => {
+            out.truncate(sealed_len);
+            out
+        }
+        InPlace::Moved(moved) => moved,
+    })
 }
 
-/// Escapes a sealed frame takes without moving to a larger allocation.
+/// What a frame grows by that `seal_in_place` can take where it lies: the
+/// trailer and a few escapes.
+pub const SEAL_ROOM: usize = OVERHEAD + ESCAPE_ROOM;
+
+/// Escapes a sealed frame takes where it lies.
 const ESCAPE_ROOM: usize = 8;
+
+/// Where `seal_in_place` put a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InPlace {
+    /// Where it lay, now this long.
+    Sealed(usize),
+    /// Into a new allocation: its escapes did not fit.
+    Moved(Vec<u8>),
+}
+
+/// Encrypts the frame in `buf[..len]` where it lies, as `seal` does, with the
+/// rest of `buf` (SEAL_ROOM bytes or more) to grow into. `None`, nothing done:
+/// its header's start codes must be made long, which moves the frame (`seal`).
+pub fn seal_in_place(
+    key: &Aead,
+    key_index: u8,
+    iv: &[u8; IV_LEN],
+    layout: Layout,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<Option<InPlace>, SealError> {
+    if len < layout.clear {
+        return Err(SealError::ShorterThanHeader {
+            len,
+            clear: layout.clear,
+        });
+    }
+    if layout.nal_units && matches!(nalu::normalized_header(&buf[..layout.clear]), Cow::Owned(_)) {
+        return Ok(None);
+    }
+    seal_normalized(key, key_index, iv, layout.clear, layout.nal_units, buf, len).map(Some)
+}
+
+/// Seals `buf[..len]`, whose first `clear` bytes are its (normalized) clear
+/// header, where it lies; `nal_units`: escapes the rest.
+fn seal_normalized(
+    key: &Aead,
+    key_index: u8,
+    iv: &[u8; IV_LEN],
+    clear: usize,
+    nal_units: bool,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<InPlace, SealError> {
+    let sealed_len = len + OVERHEAD;
+    assert!(buf.len() >= sealed_len, "room for the trailer");
+    let (header, rest) = buf.split_at_mut(clear);
+    let (text, rest) = rest.split_at_mut(len - clear);
+    let (tag, rest) = rest.split_at_mut(TAG_LEN);
+    key.seal_in_place(iv, header, text, tag)
+        .map_err(SealError::Cipher)?;
+    rest[..IV_LEN].copy_from_slice(iv);
+    rest[IV_LEN..TRAILER_LEN + IV_LEN].copy_from_slice(&[IV_LEN as u8, key_index]);
+    if !nal_units {
+        return Ok(InPlace::Sealed(sealed_len));
+    }
+    Ok(match nalu::escape_within(buf, clear, sealed_len) {
+        Some(escaped_len) => InPlace::Sealed(escaped_len),
+        None => {
+            let mut moved = Vec::with_capacity(sealed_len + sealed_len / 2);
+            moved.extend_from_slice(&buf[..clear]);
+            nalu::escape_into(&buf[clear..sealed_len], &mut moved);
+            InPlace::Moved(moved)
+        }
+    })
+}
 
 /// Why a frame could not be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -511,6 +588,56 @@ mod tests {
         }
         // 256 KiB of ciphertext needs an escape about once in 16 frames.
         assert!(escaped_frames > 0);
+    }
+
+    #[test]
+    fn frames_seal_in_place_as_they_do_copied() {
+        let idr = |fill: u8, len: usize| {
+            let mut frame = vec![0, 0, 0, 1, 0x65, 0x88];
+            frame.resize(len, fill);
+            frame
+        };
+        let vp8 = |len: usize| {
+            let mut frame = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+            frame.resize(len, 0x33);
+            frame
+        };
+        let cases = [
+            (MediaCodec::Vp8, vp8(188)),
+            (MediaCodec::Audio, vec![0xfc; 60]),
+            (MediaCodec::H264, idr(0x5a, 1200)),
+            // Large enough that some IVs make ciphertext that needs escapes.
+            (MediaCodec::H264, idr(0x5a, 256 << 10)),
+        ];
+        let mut escaped = 0;
+        for (codec, frame) in &cases {
+            let layout = Layout::of(*codec, frame, true);
+            for n in 0..24u8 {
+                let iv = [n; IV_LEN];
+                let wanted = seal(&key(1), 7, &iv, layout, frame).unwrap();
+                // Room for the trailer and a few escapes, or for the trailer only.
+                for room in [SEAL_ROOM, OVERHEAD] {
+                    let mut buf = [&frame[..], &vec![0xee; room]].concat();
+                    let sealed = seal_in_place(&key(1), 7, &iv, layout, &mut buf, frame.len())
+                        .unwrap()
+                        .expect("long start codes: sealed in place");
+                    let got = match sealed {
+                        InPlace::Sealed(len) => buf[..len].to_vec(),
+                        InPlace::Moved(moved) => moved,
+                    };
+                    assert!(got == wanted, "{codec:?}, {} bytes, IV {n}", frame.len());
+                }
+                escaped += usize::from(wanted.len() > frame.len() + OVERHEAD);
+            }
+        }
+        assert!(escaped > 0, "no frame needed escapes");
+        // Short start codes in the header: not in place.
+        let frame = [0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x65, 0x88, 1, 2, 3];
+        let layout = Layout::of(MediaCodec::H264, &frame, true);
+        let mut buf = [&frame[..], &[0; SEAL_ROOM]].concat();
+        let sealed = seal_in_place(&key(1), 0, &[0; IV_LEN], layout, &mut buf, frame.len());
+        assert_eq!(sealed, Ok(None));
+        assert!(buf[..frame.len()] == frame, "left as it was");
     }
 
     /// Opens `frame` as `SealedFrame` does and where it lies, with the right

@@ -126,22 +126,25 @@ pub fn escape_into(data: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&data[at..]);
 }
 
-/// Escapes `buf[from..]` where it lies (see `escape_positions`): each run of
-/// bytes moves back once, the last first. A ciphertext needs an escape about once
-/// in 4 MiB, so the positions are few.
-pub fn escape_in_place(buf: &mut Vec<u8>, from: usize) {
-    let escapes: Vec<usize> = escape_positions(&buf[from..]).map(|at| from + at).collect();
-    if escapes.is_empty() {
-        return;
+/// Escapes `buf[from..len]` where it lies (see `escape_positions`), growing into
+/// the rest of `buf`: each run of bytes moves back once, the last first. Returns
+/// the new length, or `None`, with nothing changed, when the escapes do not fit.
+/// A ciphertext needs an escape about once in 4 MiB, so the positions are few.
+pub fn escape_within(buf: &mut [u8], from: usize, len: usize) -> Option<usize> {
+    let escapes: Vec<usize> = escape_positions(&buf[from..len])
+        .map(|at| from + at)
+        .collect();
+    if len + escapes.len() > buf.len() {
+        return None;
     }
-    let mut end = buf.len();
-    buf.resize(end + escapes.len(), 0);
+    let mut end = len;
     for (moved, &escape) in escapes.iter().enumerate().rev() {
         let shift = moved + 1;
         buf.copy_within(escape..end, escape + shift);
         buf[escape + shift - 1] = ESCAPE[2];
         end = escape;
     }
+    Some(len + escapes.len())
 }
 
 /// Whether escaping would change `data`.
@@ -367,12 +370,21 @@ mod tests {
                 "escaping {len} bytes"
             );
             assert_eq!(needs_escaping(&data), escaped.len() > len + 1);
-            let mut in_place = [&[0x77, 0, 0][..], &data].concat();
-            escape_in_place(&mut in_place, 3);
+            let wanted = scalar::escape(&data);
+            let mut in_place = [&[0x77, 0, 0][..], &data, &vec![0xee; len]].concat();
+            let escaped_len = escape_within(&mut in_place, 3, 3 + len);
             assert!(
-                in_place[3..] == scalar::escape(&data)[..] && in_place[..3] == [0x77, 0, 0],
+                escaped_len == Some(3 + wanted.len())
+                    && in_place[3..3 + wanted.len()] == wanted[..]
+                    && in_place[..3] == [0x77, 0, 0],
                 "escaping {len} bytes in place"
             );
+            // Without the room for its escapes: left as it was.
+            if wanted.len() > len {
+                let mut tight = data.clone();
+                assert_eq!(escape_within(&mut tight, 0, len), None);
+                assert!(tight == data, "{len} bytes changed without room");
+            }
             assert!(
                 unescape(&data)[..] == scalar::unescape(&data)[..],
                 "unescaping {len} bytes"
