@@ -458,9 +458,6 @@ pub struct StreamDecrypt {
     /// fetching.
     pub(super) worker: WorkerSlot,
     pub(super) fetches: service::Fetches,
-    /// mode=livekit: the ciphertext of the frame being opened in place, kept
-    /// for another key's attempt; reused from frame to frame.
-    livekit_scratch: Mutex<Vec<u8>>,
     /// What went out, counted without the state lock.
     output: OutputCounts,
 }
@@ -1459,6 +1456,14 @@ fn open_in_place(
     Ok((kid, len))
 }
 
+thread_local! {
+    /// mode=livekit: the ciphertext of the frame being opened in place, kept for
+    /// another key's attempt; one per streaming thread, reused from frame to
+    /// frame by every decrypter the thread runs.
+    static LIVEKIT_SCRATCH: std::cell::RefCell<Vec<u8>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl StreamDecrypt {
     /// A flushing seek (or a new start of the stream by the application): the
     /// frames that come next may legitimately repeat counters seen before, and a
@@ -1925,15 +1930,19 @@ impl StreamDecrypt {
     ) -> Result<(u64, usize), Rejection> {
         let layout = Layout::of(codec, frame, keyframe);
         let stripped = self.key_index_stripped(layout, frame);
-        let mut scratch = self.livekit_scratch.lock().unwrap();
-        let mut sealed = match FrameInPlace::parse_into(frame, layout, stripped, &mut scratch) {
-            Ok(sealed) => sealed,
-            // As the frame came, with the key index put back as `open_livekit` does.
-            Err(e) if stripped => return Err(self.malformed_livekit(e, &[&*frame, &[0]].concat())),
-            Err(e) => return Err(self.malformed_livekit(e, frame)),
-        };
-        let (key_index, iv) = (sealed.key_index, sealed.iv);
-        self.open_livekit_sealed(ratchet_window, key_index, iv, |key| sealed.open(key))
+        LIVEKIT_SCRATCH.with_borrow_mut(|scratch| {
+            let mut sealed = match FrameInPlace::parse_into(frame, layout, stripped, scratch) {
+                Ok(sealed) => sealed,
+                // As the frame came, with the key index put back as `open_livekit`
+                // does.
+                Err(e) if stripped => {
+                    return Err(self.malformed_livekit(e, &[&*frame, &[0]].concat()));
+                }
+                Err(e) => return Err(self.malformed_livekit(e, frame)),
+            };
+            let (key_index, iv) = (sealed.key_index, sealed.iv);
+            self.open_livekit_sealed(ratchet_window, key_index, iv, |key| sealed.open(key))
+        })
     }
 
     /// `error` of a LiveKit `frame` that is not one, with a hint when it looks
@@ -1958,16 +1967,28 @@ impl StreamDecrypt {
         let kid = u64::from(key_index);
         // The codec's header is in the clear: the frame does not look random.
         let key = self.key_for(self.state.lock().unwrap(), kid, None)?;
-        if key.recent_ivs.lock().unwrap().contains(&iv) {
+        fn aead(key: &ReadyKey) -> &crate::cipher::Aead {
+            key.frame_key().expect("a LiveKit key").aead()
+        }
+        // The key's recent IVs stay locked from the check to the record when
+        // the key opens the frame (one lock per frame; only the streaming
+        // thread and a flush take it).
+        let mut recent_ivs = key.recent_ivs.lock().unwrap();
+        if recent_ivs.contains(&iv) {
             return Err((
                 DropReason::Replay,
                 format!("KID {kid}: the IV of a recent frame (a replay)"),
             ));
         }
-        fn aead(key: &ReadyKey) -> &crate::cipher::Aead {
-            key.frame_key().expect("a LiveKit key").aead()
+        let first = open(aead(&key.key));
+        if let Ok(plain) = first {
+            recent_ivs.record(iv);
+            drop(recent_ivs);
+            self.authenticated(&key, kid);
+            return Ok((kid, plain));
         }
-        let mut opened = open(aead(&key.key)).map(|plain| (plain, key.clone()));
+        drop(recent_ivs);
+        let mut opened = first.map(|plain| (plain, key.clone()));
         for steps in 1..=ratchet_window as usize {
             if opened.is_ok() {
                 break;
