@@ -35,6 +35,16 @@ fn in_pieces(data: &[u8], piece: usize) -> gst::Buffer {
     buffer
 }
 
+/// A second buffer over `buffer`'s only memory: writable itself, its memory not.
+fn sharing_memory_of(buffer: &gst::Buffer) -> gst::Buffer {
+    let mut sharing = gst::Buffer::new();
+    sharing
+        .get_mut()
+        .unwrap()
+        .append_memory(buffer.peek_memory(0).to_owned());
+    sharing
+}
+
 /// `frame` opened by the independent `sframe` crate with KEY_A under KID 5.
 fn decrypt_with_sframe_crate(frame: &[u8]) -> Vec<u8> {
     use sframe::CipherSuite;
@@ -156,23 +166,13 @@ fn memory_shared_between_buffers_is_left_alone() {
     for (i, &size) in SIZES.iter().enumerate() {
         let plaintext = bytes(size, i as u8);
         let original = gst::Buffer::from_mut_slice(plaintext.clone());
-        // A second buffer over the same memory: writable itself, its memory not.
-        let mut input = gst::Buffer::new();
-        input
-            .get_mut()
-            .unwrap()
-            .append_memory(original.peek_memory(0).to_owned());
+        let input = sharing_memory_of(&original);
         let encrypted = enc.push_and_pull(input).unwrap();
         assert_eq!(contents(&original), plaintext, "{size} bytes");
 
         let ciphertext = contents(&encrypted);
         let copy = gst::Buffer::from_mut_slice(ciphertext.clone());
-        let mut shared = gst::Buffer::new();
-        shared
-            .get_mut()
-            .unwrap()
-            .append_memory(copy.peek_memory(0).to_owned());
-        let decrypted = dec.push_and_pull(shared).unwrap();
+        let decrypted = dec.push_and_pull(sharing_memory_of(&copy)).unwrap();
         assert_eq!(contents(&copy), ciphertext, "{size} bytes");
         assert_eq!(contents(&decrypted), plaintext, "{size} bytes");
     }
@@ -284,12 +284,7 @@ fn buffers_with_room_are_encrypted_in_their_own_memory() {
             .unwrap()
             .copy_from_slice(0, &plaintext)
             .unwrap();
-        let mut input = gst::Buffer::new();
-        input
-            .get_mut()
-            .unwrap()
-            .append_memory(original.peek_memory(0).to_owned());
-        let encrypted = enc.push_and_pull(input).unwrap();
+        let encrypted = enc.push_and_pull(sharing_memory_of(&original)).unwrap();
         assert_eq!(
             contents(&original),
             plaintext,

@@ -683,10 +683,9 @@ impl BaseTransformImpl for StreamEncrypt {
         );
         let framing = settings.keys.framing;
         self.obj().set_in_place(format.carries_kid());
-        let in_place_max = match (format.carries_kid(), framing) {
-            (false, _) => 0,
-            (true, Framing::Buffer) => usize::MAX,
-            (true, Framing::Stream) => crate::framing::MAX_RECORD_PLAINTEXT,
+        let in_place_max = match format.carries_kid() {
+            false => 0,
+            true => max_record_plaintext(framing),
         };
         self.in_place_max.store(in_place_max, Ordering::Relaxed);
         *self.pending.lock().unwrap() = Pending {
