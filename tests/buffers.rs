@@ -8,6 +8,7 @@
 mod common;
 
 use common::*;
+use gst::prelude::*;
 
 /// Sizes around the point (4 KiB) where the encrypter switches from one new
 /// memory to encrypting in place with header and tag as memories of their own.
@@ -244,6 +245,7 @@ fn buffers_with_room_are_encrypted_in_their_own_memory() {
         let sframe = settings.contains("key-id");
         let (mut enc, _) = harness(&make(&format!("streamencrypt {settings}")));
         let (mut dec, _) = harness(&make(&format!("streamdecrypt {settings} on-error=fail")));
+        let mut in_place = 0;
         for (i, &size) in SIZES.iter().enumerate().filter(|(_, size)| **size > 0) {
             let plaintext = bytes(size, i as u8);
             let mut input = enc.create_buffer(size).unwrap();
@@ -265,6 +267,7 @@ fn buffers_with_room_are_encrypted_in_their_own_memory() {
                 encrypted = enc.pull().unwrap();
             }
             if sframe || size < 4096 {
+                in_place += 1;
                 assert_eq!(encrypted.n_memory(), 1, "{settings}: {size} bytes");
                 assert_eq!(
                     allocation_start(encrypted.peek_memory(0)),
@@ -275,6 +278,13 @@ fn buffers_with_room_are_encrypted_in_their_own_memory() {
             let decrypted = dec.push_and_pull(encrypted).unwrap();
             assert_eq!(contents(&decrypted), plaintext, "{settings}: {size} bytes");
         }
+
+        let stats = enc.element().unwrap().property::<gst::Structure>("stats");
+        assert_eq!(
+            stats.get::<u64>("buffers-in-place").unwrap(),
+            in_place,
+            "{settings}: {stats}"
+        );
 
         // A memory another buffer also holds is not written.
         let plaintext = bytes(188, 1);

@@ -149,6 +149,8 @@ fn header_buffer(header: &[u8; framing::HEADER_LEN]) -> gst::Buffer {
 #[derive(Debug, Default, Clone)]
 struct Stats {
     buffers: u64,
+    /// Buffers encrypted in the room upstream allocated around them.
+    buffers_in_place: u64,
     bytes_in: u64,
     bytes_out: u64,
     key_switches: u64,
@@ -169,6 +171,7 @@ impl Stats {
     fn to_structure(&self) -> gst::Structure {
         let mut s = gst::Structure::builder("streamencrypt-stats")
             .field("buffers", self.buffers)
+            .field("buffers-in-place", self.buffers_in_place)
             .field("bytes-in", self.bytes_in)
             .field("bytes-out", self.bytes_out)
             .field("key-switches", self.key_switches)
@@ -314,12 +317,12 @@ impl StreamEncrypt {
     /// stream header first with `framing=stream`, runs `encrypt`, which returns
     /// its result and the bytes it output, and counts the buffer. The state is
     /// held across the cipher, but no other thread waits on it while buffers flow.
-    fn encrypt_buffer<R>(
+    fn encrypt_buffer(
         &self,
         flags: gst::BufferFlags,
         bytes_in: usize,
-        encrypt: impl FnOnce(&mut Stream) -> Result<Result<(R, usize), EncryptError>, gst::FlowError>,
-    ) -> Result<R, gst::FlowError> {
+        encrypt: impl FnOnce(&mut Stream) -> Result<Result<Sealed, EncryptError>, gst::FlowError>,
+    ) -> Result<Sealed, gst::FlowError> {
         let next_key = self.take_pending_key(flags);
         let mut state = self.stream.lock().unwrap();
         if let Some(header) = state.run.as_mut().and_then(|s| s.header.take()) {
@@ -344,11 +347,12 @@ impl StreamEncrypt {
         }
         stream.started = true;
         match encrypt(stream)? {
-            Ok((result, bytes_out)) => {
+            Ok(sealed) => {
                 stats.buffers += 1;
+                stats.buffers_in_place += u64::from(matches!(sealed, Sealed::InRoom(_)));
                 stats.bytes_in += bytes_in as u64;
-                stats.bytes_out += bytes_out as u64;
-                Ok(result)
+                stats.bytes_out += sealed.len() as u64;
+                Ok(sealed)
             }
             Err(err) => {
                 let kid = stream.key.kid();
@@ -510,7 +514,9 @@ impl ObjectImpl for StreamEncrypt {
                  `KID KEY`; keeps the key out of `ps` and shell history. Read at start, \
                  and at once when set while playing",
                 "Counters of the current or last run, streamencrypt-stats: buffers, \
-                 bytes-in, bytes-out, key-switches (guint64), kid (guint64, the KID in use)",
+                 buffers-in-place (encrypted in the room upstream allocated, nothing \
+                 allocated), bytes-in, bytes-out, key-switches (guint64), kid (guint64, \
+                 the KID in use)",
             );
             properties.push(
                 glib::ParamSpecBoolean::builder("rotate-on-keyframe")
@@ -909,35 +915,22 @@ impl BaseTransformImpl for StreamEncrypt {
         let in_place_max = self.in_place_max.load(Ordering::Relaxed);
         let sealed = self.encrypt_buffer(flags, payload_len, |stream| {
             if let Some(sealed) = seal_in_room(stream, buf, flags)? {
-                return Ok(sealed.map(|sealed| {
-                    let len = match &sealed {
-                        Sealed::InBuffer(len) => *len,
-                        Sealed::Memory(memory) => memory.size(),
-                    };
-                    (sealed, len)
-                }));
+                return Ok(sealed);
             }
             if (IN_PLACE_MIN..=in_place_max).contains(&payload_len) {
-                return seal_around(stream, buf)
-                    .map(|sealed| sealed.map(|len| (Sealed::InBuffer(len), len)));
+                return seal_around(stream, buf).map(|sealed| sealed.map(Sealed::InBuffer));
             }
             // One map of the input for either kind of format.
             common::with_readable(buf, |input| {
-                seal_to_memory(stream, input, flags).map(|memory| {
-                    let len = memory.size();
-                    (Sealed::Memory(memory), len)
-                })
+                seal_to_memory(stream, input, flags).map(Sealed::Memory)
             })
         })?;
         match sealed {
             // Only aesenc's unpadded stream completes no block in some buffers:
             // send nothing rather than an empty buffer (aesdec aborts on an empty
             // first buffer when the IV is serialized) or an empty record.
-            Sealed::InBuffer(0) => Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED),
-            Sealed::Memory(memory) if memory.size() == 0 => {
-                Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED)
-            }
-            Sealed::InBuffer(_) => Ok(gst::FlowSuccess::Ok),
+            sealed if sealed.len() == 0 => Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED),
+            Sealed::InRoom(_) | Sealed::InBuffer(_) => Ok(gst::FlowSuccess::Ok),
             Sealed::Memory(memory) => {
                 buf.replace_all_memory(memory);
                 Ok(gst::FlowSuccess::Ok)
@@ -948,10 +941,23 @@ impl BaseTransformImpl for StreamEncrypt {
 
 /// Where a buffer's encryption went.
 enum Sealed {
-    /// Into the buffer itself, now this many bytes long.
+    /// Into the room around the buffer's bytes in its own memory, now this many
+    /// bytes long.
+    InRoom(usize),
+    /// Into the buffer, with memories added around it, now this many bytes long.
     InBuffer(usize),
     /// Into a new memory, to replace the buffer's.
     Memory(gst::Memory),
+}
+
+impl Sealed {
+    /// Bytes out.
+    fn len(&self) -> usize {
+        match self {
+            Sealed::InRoom(len) | Sealed::InBuffer(len) => *len,
+            Sealed::Memory(memory) => memory.size(),
+        }
+    }
 }
 
 /// Encrypts `buf` in its own memory when upstream allocated it with the room we
@@ -1024,7 +1030,7 @@ fn seal_in_room(
     Ok(Some(written.map(|written| match written {
         Written::Range(out) => {
             map.resize(start + out.start..start + out.end);
-            Sealed::InBuffer(out.len())
+            Sealed::InRoom(out.len())
         }
         Written::Memory(memory) => Sealed::Memory(memory),
     })))
