@@ -1930,7 +1930,11 @@ impl StreamDecrypt {
     ) -> Result<(u64, usize), Rejection> {
         let layout = Layout::of(codec, frame, keyframe);
         let stripped = self.key_index_stripped(layout, frame);
-        LIVEKIT_SCRATCH.with_borrow_mut(|scratch| {
+        // Taken out while in use: a request-key handler that decrypts on this
+        // thread (re-entering) finds it empty, not borrowed.
+        let mut scratch = LIVEKIT_SCRATCH.take();
+        let opened = (|| {
+            let scratch = &mut scratch;
             let mut sealed = match FrameInPlace::parse_into(frame, layout, stripped, scratch) {
                 Ok(sealed) => sealed,
                 // As the frame came, with the key index put back as `open_livekit`
@@ -1942,7 +1946,9 @@ impl StreamDecrypt {
             };
             let (key_index, iv) = (sealed.key_index, sealed.iv);
             self.open_livekit_sealed(ratchet_window, key_index, iv, |key| sealed.open(key))
-        })
+        })();
+        LIVEKIT_SCRATCH.set(scratch);
+        opened
     }
 
     /// `error` of a LiveKit `frame` that is not one, with a hint when it looks
