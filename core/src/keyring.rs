@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Hashes a KID with one multiplication: the decrypter looks one up for every
-/// frame, and SipHash (the default) cost more than the rest of the lookup.
+/// frame, and SipHash (the default) showed in its profile.
 /// Flooding is no concern here: the ring holds only the keys it was given
 /// (a bounded number), so KIDs an attacker picks can only make lookups of KIDs
 /// that have no key probe the few entries there are.
