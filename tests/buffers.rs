@@ -217,12 +217,6 @@ fn buffers_of_several_memories() {
     }
 }
 
-/// Where a memory's bytes begin in its allocation: the same for a memory that
-/// was only resized.
-fn allocation_start(memory: &gst::MemoryRef) -> usize {
-    memory.map_readable().unwrap().as_ptr() as usize - memory.offset()
-}
-
 /// Buffers allocated as encoders allocate them, with the prefix and padding the
 /// encrypter proposes in the ALLOCATION query, are encrypted in their own
 /// memory: SFrame of any size where it lies, the other formats below 4 KiB

@@ -420,9 +420,6 @@ fn frames_open_where_they_lie_or_wherever_they_are() {
 /// frame shorter than its header, take the copying path as before.
 #[test]
 fn frames_with_room_are_sealed_in_their_own_memory() {
-    let allocation_start = |memory: &gst::MemoryRef| {
-        memory.map_readable().unwrap().as_ptr() as usize - memory.offset()
-    };
     // SPS with a short start code, then an IDR slice: normalized, so moved.
     let mut short_start = vec![0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x65, 0x88];
     short_start.extend(payload(6).iter().map(|b| b | 1));

@@ -405,3 +405,9 @@ pub fn next_sample(sink: &gst_app::AppSink, bus: &gst::Bus) -> Option<gst::Sampl
         );
     }
 }
+
+/// Where a memory's bytes begin in its allocation: the same for a memory that
+/// was only resized, so a buffer encrypted in its own memory keeps it.
+pub fn allocation_start(memory: &gst::MemoryRef) -> usize {
+    memory.map_readable().unwrap().as_ptr() as usize - memory.offset()
+}
