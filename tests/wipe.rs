@@ -7,8 +7,8 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use common::*;
 use gst::prelude::*;
@@ -28,9 +28,11 @@ unsafe impl GlobalAlloc for Inspecting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if WATCHING.load(Ordering::SeqCst)
-            && let Ok(needles) = NEEDLES.try_lock()
-        {
+        if WATCHING.load(Ordering::SeqCst) {
+            // Copied out under the lock, scanned after: a `try_lock` here missed
+            // blocks whenever another thread was scanning one of its own. No
+            // thread frees memory while it holds the lock, so waiting is safe.
+            let needles = *NEEDLES.lock().unwrap_or_else(PoisonError::into_inner);
             // SAFETY: the block is still ours until System.dealloc below.
             let block = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
             for (needle, len) in needles.iter().filter(|(_, len)| *len > 0) {
@@ -64,7 +66,7 @@ fn freed_blocks_holding(needles: &[&[u8]], work: impl FnOnce()) -> usize {
     static SERIAL: Mutex<()> = Mutex::new(());
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     {
-        let mut slots = NEEDLES.lock().unwrap();
+        let mut slots = NEEDLES.lock().unwrap_or_else(PoisonError::into_inner);
         for (slot, needle) in slots.iter_mut().zip(needles) {
             slot.0[..needle.len()].copy_from_slice(needle);
             slot.1 = needle.len();
@@ -74,7 +76,7 @@ fn freed_blocks_holding(needles: &[&[u8]], work: impl FnOnce()) -> usize {
     WATCHING.store(true, Ordering::SeqCst);
     work();
     WATCHING.store(false, Ordering::SeqCst);
-    *NEEDLES.lock().unwrap() = [([0; 32], 0); 4];
+    *NEEDLES.lock().unwrap_or_else(PoisonError::into_inner) = [([0; 32], 0); 4];
     FOUND.load(Ordering::SeqCst)
 }
 
