@@ -137,6 +137,15 @@ impl AesCbc {
     }
 }
 
+/// AES-128's encryption round keys for AES-NI, for the kernels of other modes
+/// (`ctr_hmac`'s one pass); `None` where the CPU lacks AES-NI.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn aes128_round_keys(key: &[u8; 16]) -> Option<zeroize::Zeroizing<[RawBlock; 11]>> {
+    let schedule = x86::Schedule::new(key)?;
+    let keys: [RawBlock; 11] = schedule.encrypt[..11].try_into().expect("11 round keys");
+    Some(zeroize::Zeroizing::new(keys))
+}
+
 #[derive(Clone, Copy)]
 enum Direction {
     /// Advances the chain to the last ciphertext block.
@@ -208,7 +217,7 @@ mod x86 {
         /// Whether the CPU has VAES with AVX-512: decryption then runs four blocks
         /// per instruction.
         vaes: bool,
-        encrypt: [RawBlock; 15],
+        pub(super) encrypt: [RawBlock; 15],
         /// In the order decryption uses them, the middle ones through
         /// InvMixColumns (the "equivalent inverse cipher" of FIPS 197).
         decrypt: [RawBlock; 15],

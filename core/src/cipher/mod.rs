@@ -5,8 +5,9 @@
 //! at run time) is several times faster than portable code. AES-192-GCM, which
 //! `ring` lacks, and SM4-GCM are our `gcm`: CTR in wide batches around the `aes`
 //! crate (VAES) or the GFNI or AES-NI SM4 of `sm4_fast`, and the GHASH of
-//! `ghash_fast` (VPCLMULQDQ or PCLMULQDQ). AES-CTR-HMAC is CTR over the `aes`
-//! crate, then HMAC on `sha2`'s compression function (SHA-NI) (`ctr_hmac`). Key
+//! `ghash_fast` (VPCLMULQDQ or PCLMULQDQ). AES-CTR-HMAC is one pass of
+//! AES-NI and SHA-NI where the CPU has both, else CTR over the `aes` crate, then
+//! HMAC on `sha2`'s compression function (`ctr_hmac`). Key
 //! schedules are built once per key, when the `Aead` is made, never per buffer, and
 //! wiped when it is dropped. `aes_cbc` is the block cipher mode behind the
 //! aesenc-compatible format and HLS (`crate::compat`), not an AEAD.
