@@ -55,10 +55,31 @@ fn is_slice(codec: MediaCodec, header: u8) -> bool {
 
 /// Where the first slice NAL unit's header is, if the access unit has one.
 pub fn first_slice(codec: MediaCodec, data: &[u8]) -> Option<usize> {
+    // Access units without parameter sets (all but key frames) start with their
+    // slice: read without setting up a search, which was most of the 18 ns it
+    // took to find.
+    if let Some(header) = leading_nal_unit(data)
+        && is_slice(codec, data[header])
+    {
+        return Some(header);
+    }
     nal_unit_starts(data)?.find(|&start| {
         data.get(start)
             .is_some_and(|&header| is_slice(codec, header))
     })
+}
+
+/// Where the first NAL unit's header is when `data` starts with a start code
+/// that `nal_unit_starts` would find (one ending before the last byte).
+fn leading_nal_unit(data: &[u8]) -> Option<usize> {
+    let header = if data.starts_with(&START_CODE) {
+        START_CODE.len()
+    } else if data.starts_with(&[0, 0, 0, 1]) {
+        START_CODE.len() + 1
+    } else {
+        return None;
+    };
+    (header < data.len()).then_some(header)
 }
 
 /// `header` with every 3-byte start code made a 4-byte one (a leading `00`
@@ -356,13 +377,34 @@ mod tests {
 
     #[test]
     fn simd_searches_match_the_scalar_scans() {
-        for data in inputs() {
+        let leading: [&[u8]; 6] = [
+            &[0, 0, 1],
+            &[0, 0, 1, 0x65],
+            &[0, 0, 0, 1],
+            &[0, 0, 0, 1, 0x41],
+            &[0, 0, 0, 1, 0x67, 0, 0, 1, 0x65, 9],
+            &[0, 0, 1, 0x26, 1, 0xaf],
+        ];
+        for data in inputs().iter().map(Vec::as_slice).chain(leading) {
             let len = data.len();
+            let starts = scalar::nal_unit_starts(data);
             assert_eq!(
-                nal_unit_starts(&data).map(Iterator::collect::<Vec<_>>),
-                scalar::nal_unit_starts(&data),
+                nal_unit_starts(data).map(Iterator::collect::<Vec<_>>),
+                starts,
                 "start codes in {len} bytes"
             );
+            for codec in [MediaCodec::H264, MediaCodec::H265] {
+                let slice = starts.iter().flatten().copied().find(|&start| {
+                    data.get(start)
+                        .is_some_and(|&header| is_slice(codec, header))
+                });
+                assert_eq!(
+                    first_slice(codec, data),
+                    slice,
+                    "{codec:?} slice in {data:?}"
+                );
+            }
+            let data = data.to_vec();
             let mut escaped = vec![0x77];
             escape_into(&data, &mut escaped);
             assert!(
