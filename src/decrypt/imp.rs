@@ -1456,6 +1456,11 @@ fn open_in_place(
     Ok((kid, len))
 }
 
+/// A LiveKit trailer's IV length byte.
+const IV_LENGTH_BYTE: u8 = livekit::IV_LEN as u8;
+/// The key index a frame whose trailer ends in two IV length bytes may have.
+const KEY_INDEX_12: u64 = IV_LENGTH_BYTE as u64;
+
 thread_local! {
     /// mode=livekit: the ciphertext of the frame being opened in place, kept for
     /// another key's attempt; one per streaming thread, reused from frame to
@@ -1511,7 +1516,6 @@ impl StreamDecrypt {
     ) -> Result<Result<(u64, usize), Rejection>, gst::FlowError> {
         let running = state.running.as_ref().ok_or(gst::FlowError::Flushing)?;
         let (codec, ratchet_window) = (running.codec, running.ratchet_window);
-        drop(state);
         let Some(codec) = codec else {
             return Ok(Err((
                 DropReason::Malformed,
@@ -1523,7 +1527,13 @@ impl StreamDecrypt {
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         if let Some(mut memory) = common::SoleMemoryMap::writable(buffer) {
             return Ok(
-                match self.open_livekit_in_place(codec, ratchet_window, memory.bytes(), keyframe) {
+                match self.open_livekit_in_place(
+                    state,
+                    codec,
+                    ratchet_window,
+                    memory.bytes(),
+                    keyframe,
+                ) {
                     Ok((kid, len)) => {
                         memory.trim(0..len);
                         Ok((kid, len))
@@ -1532,6 +1542,7 @@ impl StreamDecrypt {
                 },
             );
         }
+        drop(state);
         let opened = common::with_readable(buffer, |frame| {
             self.open_livekit(codec, ratchet_window, frame, keyframe)
         })?;
@@ -1783,6 +1794,11 @@ impl StreamDecrypt {
                 })?
             }
         };
+        Self::usable(key, kid)
+    }
+
+    /// `key`, the key for `kid`, unless it was retired or taken as invalid.
+    fn usable(key: Arc<LiveKey>, kid: u64) -> Result<Arc<LiveKey>, Rejection> {
         if key.retired() {
             return Err((
                 DropReason::NoKey,
@@ -1905,7 +1921,8 @@ impl StreamDecrypt {
     ) -> Result<(u64, Vec<u8>), Rejection> {
         let layout = Layout::of(codec, frame, keyframe);
         let restored;
-        let frame = if self.key_index_stripped(layout, frame) {
+        let holds_key_12 = || self.state.lock().unwrap().live_key(KEY_INDEX_12).is_some();
+        let frame = if Self::key_index_stripped(layout, frame, holds_key_12) {
             restored = [frame, &[0]].concat();
             &restored[..]
         } else {
@@ -1913,7 +1930,7 @@ impl StreamDecrypt {
         };
         let sealed =
             SealedFrame::parse(frame, layout).map_err(|e| self.malformed_livekit(e, frame))?;
-        self.open_livekit_sealed(ratchet_window, sealed.key_index, sealed.iv, |key| {
+        self.open_livekit_sealed(ratchet_window, sealed.key_index, sealed.iv, None, |key| {
             sealed.open(key)
         })
     }
@@ -1921,15 +1938,28 @@ impl StreamDecrypt {
     /// Decrypts a LiveKit frame of `codec` where it lies (see
     /// `open_livekit_sealed`). Returns the KID and the length of the plaintext,
     /// which is then at the start of `frame`.
+    ///
+    /// The key is looked up under `state`, the lock that counted the frame in,
+    /// by the frame's last byte: its key index, unless the payloader stripped it
+    /// (then 0). The trailer, parsed after the lock is let go, has the last word.
     fn open_livekit_in_place(
         &self,
+        state: MutexGuard<'_, State>,
         codec: MediaCodec,
         ratchet_window: u32,
         frame: &mut [u8],
         keyframe: bool,
     ) -> Result<(u64, usize), Rejection> {
         let layout = Layout::of(codec, frame, keyframe);
-        let stripped = self.key_index_stripped(layout, frame);
+        let stripped =
+            Self::key_index_stripped(layout, frame, || state.live_key(KEY_INDEX_12).is_some());
+        let named = if stripped {
+            Some(0)
+        } else {
+            frame.last().copied()
+        };
+        let found = named.and_then(|index| Some((index, state.live_key(u64::from(index))?)));
+        drop(state);
         // Taken out while in use: a request-key handler that decrypts on this
         // thread (re-entering) finds it empty, not borrowed.
         let mut scratch = LIVEKIT_SCRATCH.take();
@@ -1945,7 +1975,10 @@ impl StreamDecrypt {
                 Err(e) => return Err(self.malformed_livekit(e, frame)),
             };
             let (key_index, iv) = (sealed.key_index, sealed.iv);
-            self.open_livekit_sealed(ratchet_window, key_index, iv, |key| sealed.open(key))
+            let found = found
+                .filter(|(index, _)| *index == key_index)
+                .map(|(_, key)| key);
+            self.open_livekit_sealed(ratchet_window, key_index, iv, found, |key| sealed.open(key))
         })();
         LIVEKIT_SCRATCH.set(scratch);
         opened
@@ -1963,16 +1996,21 @@ impl StreamDecrypt {
     /// under the key its key index names, trying up to `ratchet-window` ratchet
     /// steps of it when it fails; the step that opens it becomes the key.
     /// Returns the KID and what `open` returned.
+    /// `found`: the key for its key index, when the caller looked it up already.
     fn open_livekit_sealed<T>(
         &self,
         ratchet_window: u32,
         key_index: u8,
         iv: [u8; livekit::IV_LEN],
+        found: Option<Arc<LiveKey>>,
         mut open: impl FnMut(&crate::cipher::Aead) -> Result<T, OpenError>,
     ) -> Result<(u64, T), Rejection> {
         let kid = u64::from(key_index);
-        // The codec's header is in the clear: the frame does not look random.
-        let key = self.key_for(self.state.lock().unwrap(), kid, None)?;
+        let key = match found {
+            Some(key) => Self::usable(key, kid)?,
+            // The codec's header is in the clear: the frame does not look random.
+            None => self.key_for(self.state.lock().unwrap(), kid, None)?,
+        };
         fn aead(key: &ReadyKey) -> &crate::cipher::Aead {
             key.frame_key().expect("a LiveKit key").aead()
         }
@@ -2029,21 +2067,20 @@ impl StreamDecrypt {
     /// byte, 12: its key index 0 is to be put back. A frame whose key index
     /// really is 12 ends in 12, 12; one stripped ends so too when its IV ends in
     /// 12: that is taken as key index 12 only if the decrypter holds a key for it.
-    fn key_index_stripped(&self, layout: Layout, frame: &[u8]) -> bool {
-        const IV_LENGTH_BYTE: u8 = livekit::IV_LEN as u8;
+    /// `holds_key_12` says whether the decrypter holds that key (asked only
+    /// then).
+    fn key_index_stripped(
+        layout: Layout,
+        frame: &[u8],
+        holds_key_12: impl FnOnce() -> bool,
+    ) -> bool {
         let [.., before, last] = frame else {
             return false;
         };
         if !layout.nal_units || *last != IV_LENGTH_BYTE {
             return false;
         }
-        !(*before == IV_LENGTH_BYTE
-            && self
-                .state
-                .lock()
-                .unwrap()
-                .live_key(u64::from(IV_LENGTH_BYTE))
-                .is_some())
+        !(*before == IV_LENGTH_BYTE && holds_key_12())
     }
 
     /// A frame opened under `key` `steps` ratchet steps on: that is the key of
