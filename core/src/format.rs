@@ -86,11 +86,11 @@ impl Format {
         )
     }
 
-    /// Whether a buffer decrypts where it lies: its plaintext fits in its
-    /// ciphertext, and keys are tried without writing. All but QQ TEA, whose trial
-    /// writes, and aesenc's unpadded stream.
+    /// Whether a buffer decrypts where it lies: every format that decrypts
+    /// buffer by buffer (its plaintext fits in its ciphertext, and a key that
+    /// fails leaves the buffer as it came), not aesenc's unpadded stream.
     pub fn decrypts_in_place(&self) -> bool {
-        !matches!(self, Format::QqTea) && self.decrypts_per_buffer()
+        self.decrypts_per_buffer()
     }
 
     /// The format's code in a `framing=stream` header (`crate::framing`): the SFrame
@@ -308,7 +308,8 @@ pub enum Encoder {
     /// The counter of the key in use.
     Sframe(SendCounter),
     Sm4Ecb,
-    QqTea,
+    /// Random bytes for each message's framing.
+    QqTea(qq_tea::RandomPool),
     AesCbc(CbcEncrypter),
     Livekit(LivekitEncoder),
 }
@@ -318,7 +319,7 @@ impl Encoder {
         match format {
             Format::Sframe(_) => Encoder::Sframe(Self::counter_for(key)),
             Format::Sm4Ecb => Encoder::Sm4Ecb,
-            Format::QqTea => Encoder::QqTea,
+            Format::QqTea => Encoder::QqTea(qq_tea::RandomPool::new()),
             Format::AesCbc { options, .. } => Encoder::AesCbc(CbcEncrypter::new(*options)),
             Format::Livekit => Encoder::Livekit(LivekitEncoder::new(key)),
         }
@@ -408,9 +409,8 @@ impl Encoder {
                     .map_err(EncryptError::Frame)
             }
             (Encoder::Sm4Ecb, KeyCipher::Sm4Ecb(key)) => Ok(key.encrypt_into(input, out)),
-            (Encoder::QqTea, KeyCipher::QqTea(key)) => {
-                let mut random = [0u8; qq_tea::RANDOM_LEN];
-                getrandom::fill(&mut random).map_err(|_| EncryptError::Random)?;
+            (Encoder::QqTea(pool), KeyCipher::QqTea(key)) => {
+                let random = pool.take().map_err(|_| EncryptError::Random)?;
                 Ok(key.encrypt_into(input, &random, out))
             }
             (Encoder::AesCbc(stream), KeyCipher::AesCbc(key)) => {
@@ -496,10 +496,7 @@ impl TrialDecoder {
                 out.copy_from_slice(input);
                 sm4_ecb_in_place(keys, out).map(|(index, plaintext)| (index, plaintext.len()))
             }
-            TrialDecoder::QqTea => first_valid(keys, |key| match &ready(key).cipher {
-                KeyCipher::QqTea(key) => key.decrypt_into(input, out),
-                _ => Err(Invalid),
-            }),
+            TrialDecoder::QqTea => first_valid(keys, |key| tea(key).decrypt_into(input, out)),
             TrialDecoder::AesCbc(stream) => stream.decrypt(keys, aes_cbc, input, out),
         }
     }
@@ -517,6 +514,7 @@ impl TrialDecoder {
     {
         match self {
             TrialDecoder::Sm4Ecb => Some(sm4_ecb_in_place(keys, data)),
+            TrialDecoder::QqTea => Some(first_valid(keys, |key| tea(key).decrypt_in_place(data))),
             TrialDecoder::AesCbc(stream) if stream.per_buffer_padding() => {
                 Some(stream.decrypt_in_place(keys, aes_cbc, data))
             }
@@ -556,6 +554,13 @@ fn sm4(key: &impl Deref<Target: AsRef<ReadyKey>>) -> &Sm4Ecb {
     match &ready(key).cipher {
         KeyCipher::Sm4Ecb(key) => key,
         _ => unreachable!("an SM4-ECB decoder got a key of another format"),
+    }
+}
+
+fn tea(key: &impl Deref<Target: AsRef<ReadyKey>>) -> &QqTea {
+    match &ready(key).cipher {
+        KeyCipher::QqTea(key) => key,
+        _ => unreachable!("a QQ TEA decoder got a key of another format"),
     }
 }
 
