@@ -527,6 +527,17 @@ mod x86 {
         }
     }
 
+    /// Message block 0: the head, then the first ciphertext bytes (`data` holds
+    /// a whole chunk or more).
+    #[inline(always)]
+    fn first_block(head: &[u8], data: &[u8]) -> [u8; SHA256_BLOCK] {
+        let mut block = [0u8; SHA256_BLOCK];
+        let (from_head, from_data) = block.split_at_mut(head.len());
+        from_head.copy_from_slice(head);
+        from_data.copy_from_slice(&data[..from_data.len()]);
+        block
+    }
+
     /// HMAC's outer hash over the inner one.
     ///
     /// # Safety
@@ -562,9 +573,7 @@ mod x86 {
             let mut state = State::from_words(&mac.inner);
             if chunks > 0 {
                 ctr.apply(at, 0);
-                let mut first = [0u8; SHA256_BLOCK];
-                first[..h].copy_from_slice(head);
-                first[h..].copy_from_slice(&data[..SHA256_BLOCK - h]);
+                let first = first_block(head, data);
                 if chunks > 1 {
                     ctr.apply(at, 1);
                 }
@@ -617,9 +626,7 @@ mod x86 {
                 ctr.apply_tail(data, 0);
                 return outer(mac, inner);
             }
-            let mut first = [0u8; SHA256_BLOCK];
-            first[..h].copy_from_slice(head);
-            first[h..].copy_from_slice(&data[..SHA256_BLOCK - h]);
+            let first = first_block(head, data);
             state.compress(first.as_ptr());
             for i in 1..chunks {
                 let keystream = ctr.keystream(i - 1);
