@@ -72,7 +72,9 @@ impl Format {
     }
 
     /// Whether every encrypted buffer decrypts on its own into one buffer: all but
-    /// aesenc's unpadded stream, one CBC message across buffers.
+    /// aesenc's unpadded stream, one CBC message across buffers. Such a buffer
+    /// decrypts where it lies: its plaintext fits in its ciphertext, and a key
+    /// that fails leaves it as it came.
     pub fn decrypts_per_buffer(&self) -> bool {
         !matches!(
             self,
@@ -84,13 +86,6 @@ impl Format {
                 ..
             }
         )
-    }
-
-    /// Whether a buffer decrypts where it lies: every format that decrypts
-    /// buffer by buffer (its plaintext fits in its ciphertext, and a key that
-    /// fails leaves the buffer as it came), not aesenc's unpadded stream.
-    pub fn decrypts_in_place(&self) -> bool {
-        self.decrypts_per_buffer()
     }
 
     /// The format's code in a `framing=stream` header (`crate::framing`): the SFrame
@@ -501,7 +496,7 @@ impl TrialDecoder {
         }
     }
 
-    /// `decrypt` where `data` lies, for the formats that `decrypts_in_place`:
+    /// `decrypt` where `data` lies, for the formats that `decrypts_per_buffer`:
     /// returns the key's index and where the plaintext is in `data`; `None` for
     /// the others.
     pub fn decrypt_in_place<K>(

@@ -103,7 +103,7 @@ impl TrialCheck {
         Self {
             format,
             all_keys: decoder(),
-            in_place: format.decrypts_in_place().then(decoder),
+            in_place: format.decrypts_per_buffer().then(decoder),
             one_key_each: keys.iter().map(|_| decoder()).collect(),
             keys,
         }
@@ -131,7 +131,7 @@ impl TrialCheck {
             let mut data = input.to_vec();
             let in_place = decoder
                 .decrypt_in_place(&self.keys, &mut data)
-                .expect("decrypts_in_place says it does");
+                .expect("decrypts_per_buffer says it does");
             let in_place = in_place.map(|(index, range)| (index, data[range].to_vec()));
             assert_eq!(
                 in_place, got,

@@ -1357,7 +1357,7 @@ impl BaseTransformImpl for StreamDecrypt {
             // Empty frames (audio DTX) are not encrypted, as the reference sends them.
             Format::Livekit if buf.size() == 0 => return Ok(gst::FlowSuccess::Ok),
             Format::Livekit => self.open_livekit_buffer(state, buf)?,
-            _ if format.decrypts_in_place() => {
+            _ if format.decrypts_per_buffer() => {
                 open_in_place(buf, |data| self.open_by_trial_in_place(state, data))
             }
             _ => self.open_by_trial_into_new_memory(state, buf)?,
