@@ -626,37 +626,54 @@ fn is_system_memory(memory: &gst::MemoryRef) -> bool {
 /// is read-only or shared with another buffer, which is all that check adds.
 pub struct SoleMemoryMap<'a> {
     memory: *mut gst::ffi::GstMemory,
-    info: gst::ffi::GstMapInfo,
-    _buffer: std::marker::PhantomData<&'a mut gst::BufferRef>,
+    /// Written by `gst_memory_map` in the caller's `MapSlot`.
+    info: *mut gst::ffi::GstMapInfo,
+    _borrows: std::marker::PhantomData<(&'a mut gst::BufferRef, &'a mut MapSlot)>,
+}
+
+/// Where a `SoleMemoryMap` keeps its `GstMapInfo`: on the caller's stack, where
+/// `gst_memory_map` writes it and nothing copies it. Copying it (as returning it
+/// inside the map did) reads its fields in 16-byte loads over the 8-byte stores
+/// that just wrote them, which cannot be forwarded and stall until those stores
+/// reach the cache: a tenth of the decrypter's own cost at 188 B.
+pub struct MapSlot(std::mem::MaybeUninit<gst::ffi::GstMapInfo>);
+
+impl Default for MapSlot {
+    fn default() -> Self {
+        Self(std::mem::MaybeUninit::uninit())
+    }
 }
 
 impl<'a> SoleMemoryMap<'a> {
-    pub fn writable(buffer: &'a mut gst::BufferRef) -> Option<Self> {
+    pub fn writable(buffer: &'a mut gst::BufferRef, slot: &'a mut MapSlot) -> Option<Self> {
         if buffer.n_memory() != 1 {
             return None;
         }
         // SAFETY: the buffer has a memory at index 0, which it keeps while it
-        // is borrowed; `info` is written by a mapping that succeeds.
+        // is borrowed; the slot is written by a mapping that succeeds, and read
+        // only then.
         unsafe {
             let memory = gst::ffi::gst_buffer_peek_memory(buffer.as_mut_ptr(), 0);
-            let mut info = std::mem::MaybeUninit::uninit();
-            let mapped =
-                gst::ffi::gst_memory_map(memory, info.as_mut_ptr(), gst::ffi::GST_MAP_WRITE);
-            (mapped != glib::ffi::GFALSE).then(|| Self {
+            let info = slot.0.as_mut_ptr();
+            let mapped = gst::ffi::gst_memory_map(memory, info, gst::ffi::GST_MAP_WRITE);
+            (mapped != glib::ffi::GFALSE).then_some(Self {
                 memory,
-                info: info.assume_init(),
-                _buffer: std::marker::PhantomData,
+                info,
+                _borrows: std::marker::PhantomData,
             })
         }
     }
 
     /// The buffer's bytes.
     pub fn bytes(&mut self) -> &mut [u8] {
-        if self.info.size == 0 {
-            return &mut [];
-        }
         // SAFETY: mapped for writing, `size` bytes at `data`, while `self` lives.
-        unsafe { std::slice::from_raw_parts_mut(self.info.data, self.info.size) }
+        unsafe {
+            let (data, size) = ((*self.info).data, (*self.info).size);
+            if size == 0 {
+                return &mut [];
+            }
+            std::slice::from_raw_parts_mut(data, size)
+        }
     }
 
     /// All the bytes the memory was allocated with, and where the buffer's
@@ -667,8 +684,10 @@ impl<'a> SoleMemoryMap<'a> {
         // memory that is no part of another owns (`room`).
         unsafe {
             let offset = (*self.memory).offset;
-            let whole =
-                std::slice::from_raw_parts_mut(self.info.data.sub(offset), (*self.memory).maxsize);
+            let whole = std::slice::from_raw_parts_mut(
+                (*self.info).data.sub(offset),
+                (*self.memory).maxsize,
+            );
             (whole, offset)
         }
     }
@@ -676,9 +695,9 @@ impl<'a> SoleMemoryMap<'a> {
     /// Unmaps the memory and keeps only `range` of its bytes: what
     /// `gst_memory_resize` does, less its `gst_memory_is_writable` (see above).
     pub fn trim(self, range: Range<usize>) {
-        assert!(range.end <= self.info.size, "trimmed within the memory");
-        // SAFETY: `memory` is mapped, so its offset can be read.
-        let offset = unsafe { (*self.memory).offset };
+        // SAFETY: `memory` is mapped, so its offset and mapped size can be read.
+        let (offset, size) = unsafe { ((*self.memory).offset, (*self.info).size) };
+        assert!(range.end <= size, "trimmed within the memory");
         self.resize(offset + range.start..offset + range.end);
     }
 
@@ -709,7 +728,7 @@ impl<'a> SoleMemoryMap<'a> {
 impl Drop for SoleMemoryMap<'_> {
     fn drop(&mut self) {
         // SAFETY: mapped in `writable`, unmapped once.
-        unsafe { gst::ffi::gst_memory_unmap(self.memory, &mut self.info) }
+        unsafe { gst::ffi::gst_memory_unmap(self.memory, self.info) }
     }
 }
 

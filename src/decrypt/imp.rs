@@ -1441,7 +1441,8 @@ fn open_in_place(
     buffer: &mut gst::BufferRef,
     open: impl FnOnce(&mut [u8]) -> Result<(u64, Range<usize>), Rejection>,
 ) -> Result<(u64, usize), Rejection> {
-    if let Some(mut memory) = common::SoleMemoryMap::writable(buffer) {
+    let mut slot = common::MapSlot::default();
+    if let Some(mut memory) = common::SoleMemoryMap::writable(buffer, &mut slot) {
         let (kid, range) = open(memory.bytes())?;
         let len = range.len();
         memory.trim(range);
@@ -1525,7 +1526,8 @@ impl StreamDecrypt {
             )));
         };
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-        if let Some(mut memory) = common::SoleMemoryMap::writable(buffer) {
+        let mut slot = common::MapSlot::default();
+        if let Some(mut memory) = common::SoleMemoryMap::writable(buffer, &mut slot) {
             return Ok(
                 match self.open_livekit_in_place(
                     state,

@@ -999,7 +999,8 @@ fn seal_in_room(
         return Ok(None);
     }
     // Not ours to write when another buffer shares the memory.
-    let Some(mut map) = common::SoleMemoryMap::writable(buf) else {
+    let mut slot = common::MapSlot::default();
+    let Some(mut map) = common::SoleMemoryMap::writable(buf, &mut slot) else {
         return Ok(None);
     };
     let (memory, offset) = map.whole(room);
