@@ -102,6 +102,12 @@ impl Format {
         }
     }
 
+    /// Whether a buffer with room behind it encrypts where it lies, its output
+    /// starting where its input does (`Encoder::encrypt_in_room`).
+    pub fn encrypts_in_room(&self) -> bool {
+        matches!(self, Format::Sm4Ecb | Format::AesCbc { .. })
+    }
+
     /// Most bytes one buffer of `input_len` bytes becomes when encrypted.
     pub fn max_encrypted_len(&self, input_len: usize) -> usize {
         match self {
@@ -431,6 +437,20 @@ impl Encoder {
                     .map_err(EncryptError::Frame)
             }
             _ => Ok(None),
+        }
+    }
+
+    /// Encrypts the first `len` bytes of `buf` where they lie, for the formats
+    /// whose output starts where their input does (SM4-ECB, AES-CBC); `buf` has
+    /// room for `Format::max_encrypted_len(len)`. Returns the output's length;
+    /// `None`: use `encrypt`.
+    pub fn encrypt_in_room(&mut self, key: &ReadyKey, buf: &mut [u8], len: usize) -> Option<usize> {
+        match (self, &key.cipher) {
+            (Encoder::Sm4Ecb, KeyCipher::Sm4Ecb(key)) => Some(key.encrypt_in_place(buf, len)),
+            (Encoder::AesCbc(stream), KeyCipher::AesCbc(key)) => {
+                Some(stream.encrypt_in_place(key, buf, len))
+            }
+            _ => None,
         }
     }
 

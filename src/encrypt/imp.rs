@@ -964,8 +964,10 @@ impl Sealed {
 /// proposed (`propose_allocation`), as encoders do: no new memory, no memory
 /// freed. SFrame and LiveKit are sealed where they lie, SFrame's header written
 /// into the room in front and the tag (LiveKit's trailer) into the room behind;
-/// the other formats (below IN_PLACE_MIN) encrypt through a scratch of the
-/// streaming thread's and are copied back. `None` when the buffer has too little
+/// SM4-ECB and AES-CBC (`framing=buffer`) are encrypted where they lie, their
+/// padding (and a serialized IV) growing into the room behind; the other
+/// formats (below IN_PLACE_MIN) encrypt through a scratch of the streaming
+/// thread's and are copied back. `None` when the buffer has too little
 /// room or is not writable, or LiveKit's header must move.
 fn seal_in_room(
     stream: &mut Stream,
@@ -977,6 +979,7 @@ fn seal_in_room(
     };
     let len = buf.size();
     let framing = stream.framing;
+    let in_place = framing == Framing::Buffer && stream.format.encrypts_in_room();
     let (front, back) = match stream.format {
         Format::Sframe(suite) if len <= max_record_plaintext(framing) => {
             (prefix_len(framing) + MAX_HEADER_LEN, suite.tag_len())
@@ -986,6 +989,8 @@ fn seal_in_room(
             (prefix_len(framing), livekit::SEAL_ROOM)
         }
         Format::Sframe(_) | Format::Livekit => return Ok(None),
+        // At any length: the output grows behind the input only.
+        format if in_place => (0, max_sealed_len(&format, framing, len) - len),
         format if len < IN_PLACE_MIN => {
             // Placed as far forward as the room allows: the output starts at
             // most `before` bytes ahead of the input, and ends inside the memory.
@@ -1026,6 +1031,7 @@ fn seal_in_room(
                 Err(err) => Err(err),
             }
         }
+        _ if in_place => Ok(Written::Range(seal_where_it_lies(stream, room, len))),
         _ => seal_through_scratch(stream, room, front, len).map(Written::Range),
     };
     Ok(Some(written.map(|written| match written {
@@ -1118,12 +1124,29 @@ fn seal_through_scratch(
         scratch.resize(room.len(), 0);
         let written = seal_into(stream, &room[front..front + len], scratch)?;
         room[..written].copy_from_slice(&scratch[..written]);
-        // No plaintext left behind the output, where the memory keeps it.
-        if written < front + len {
-            room[written..front + len].fill(0);
-        }
+        clear_behind(room, written, front + len);
         Ok(0..written)
     })
+}
+
+/// Encrypts the `len` bytes at the start of `room` where they lie, for the
+/// formats that can (`Format::encrypts_in_room`); returns where the output is.
+fn seal_where_it_lies(stream: &mut Stream, room: &mut [u8], len: usize) -> std::ops::Range<usize> {
+    let written = stream
+        .encoder
+        .encrypt_in_room(&stream.key, room, len)
+        .expect("a format that encrypts in room");
+    clear_behind(room, written, len);
+    0..written
+}
+
+/// No plaintext left behind an output of `written` bytes that replaced `len`
+/// bytes of input, where the memory keeps it (aesenc's unpadded stream holds a
+/// block's tail back for the next buffer).
+fn clear_behind(room: &mut [u8], written: usize, len: usize) {
+    if written < len {
+        room[written..len].fill(0);
+    }
 }
 
 /// Seals a payload of IN_PLACE_MIN or more where it lies, the header (after a

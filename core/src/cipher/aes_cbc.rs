@@ -68,15 +68,6 @@ impl AesCbc {
         self.crypt_in_place(Direction::Encrypt, chain, data);
     }
 
-    /// Like `encrypt`, from `plaintext` into the start of `out`: one pass over
-    /// the bytes instead of a copy and then the cipher.
-    ///
-    /// # Panics
-    /// If `plaintext` is not whole blocks or `out` is shorter.
-    pub fn encrypt_into(&self, chain: &mut RawBlock, plaintext: &[u8], out: &mut [u8]) {
-        self.crypt_into(Direction::Encrypt, chain, plaintext, out);
-    }
-
     /// CBC-decrypts `ciphertext` (whole blocks) into the start of `out`, chaining
     /// from `chain`.
     ///
@@ -693,11 +684,6 @@ mod tests {
                 cipher.encrypt(&mut part_chain, tail);
                 assert_eq!(parts, whole, "{name}: split at {split}");
                 assert_eq!(part_chain, chain, "{name}");
-                let mut into = vec![0u8; whole.len() + 5];
-                let mut into_chain = iv;
-                cipher.encrypt_into(&mut into_chain, &plaintext, &mut into);
-                assert_eq!(into[..whole.len()], whole[..], "{name}: encrypt_into");
-                assert_eq!(into_chain, chain, "{name}: encrypt_into");
                 let mut decrypted = vec![0u8; whole.len() + 5];
                 cipher.decrypt(&iv, &whole, &mut decrypted);
                 assert_eq!(decrypted[..whole.len()], plaintext[..], "{name}");

@@ -96,8 +96,8 @@ impl CbcEncrypter {
 
     /// Writes the IV in front of the first ciphertext, if it is to be serialized
     /// and has not gone out yet; returns its length.
-    fn write_iv(&mut self, out: &mut [u8], ciphertext_follows: bool) -> usize {
-        if self.iv_sent || !ciphertext_follows {
+    fn write_iv(&mut self, out: &mut [u8]) -> usize {
+        if self.iv_sent {
             return 0;
         }
         self.iv_sent = true;
@@ -107,39 +107,42 @@ impl CbcEncrypter {
 
     /// Encrypts the next buffer of the stream into `out`; returns the length.
     pub fn encrypt(&mut self, key: &AesCbc, input: &[u8], out: &mut [u8]) -> usize {
+        out[..input.len()].copy_from_slice(input);
+        self.encrypt_in_place(key, out, input.len())
+    }
+
+    /// `encrypt` where the input lies: the next buffer of the stream is the first
+    /// `len` bytes of `buf`, which has room for `max_output_len(len)`; the output
+    /// starts at its start. Returns the output's length.
+    pub fn encrypt_in_place(&mut self, key: &AesCbc, buf: &mut [u8], len: usize) -> usize {
         self.started = true;
-        let whole = (self.pending.len() + input.len()) / BLOCK * BLOCK;
-        let ciphertext_follows = self.options.per_buffer_padding || whole > 0;
-        let written = self.write_iv(out, ciphertext_follows);
-        let out = &mut out[written..];
-        let mut input = input;
-        let mut len = 0;
-        // Without per-buffer padding, a block begun by earlier buffers goes first.
-        if !self.pending.is_empty() && whole > 0 {
-            let mut block = [0u8; BLOCK];
-            let (begun, rest) = block.split_at_mut(self.pending.len());
-            begun.copy_from_slice(&self.pending);
-            rest.copy_from_slice(&input[..rest.len()]);
-            input = &input[rest.len()..];
-            self.pending.clear();
-            key.encrypt_into(&mut self.chain, &block, out);
-            len = BLOCK;
+        let total = self.pending.len() + len;
+        if !self.options.per_buffer_padding && total < BLOCK {
+            // Not a block yet: nothing goes out, not even the IV.
+            self.pending.extend_from_slice(&buf[..len]);
+            return 0;
         }
-        // The whole blocks straight from the input, in one pass.
-        let direct = input.len() / BLOCK * BLOCK;
-        key.encrypt_into(&mut self.chain, &input[..direct], &mut out[len..]);
-        len += direct;
-        let tail = &input[direct..];
+        // Without per-buffer padding, a block begun by earlier buffers goes first,
+        // and the serialized IV before everything: the input moves up behind them
+        // (only the first buffer, or in a stream whose buffers are not whole blocks).
+        let iv_len = if self.iv_sent { 0 } else { BLOCK };
+        let shift = iv_len + self.pending.len();
+        buf.copy_within(..len, shift);
+        let written = self.write_iv(buf);
+        buf[written..shift].copy_from_slice(&self.pending);
+        self.pending.clear();
+        let data = &mut buf[written..];
+        let whole = total / BLOCK * BLOCK;
+        key.encrypt(&mut self.chain, &mut data[..whole]);
         if self.options.per_buffer_padding {
-            let mut block = [0u8; BLOCK];
-            block[..tail.len()].copy_from_slice(tail);
-            pkcs7::pad(&mut block, tail.len());
-            key.encrypt_into(&mut self.chain, &block, &mut out[len..]);
-            len += BLOCK;
+            let block = &mut data[whole..whole + BLOCK];
+            pkcs7::pad(block, total - whole);
+            key.encrypt(&mut self.chain, block);
+            written + whole + BLOCK
         } else {
-            self.pending.extend_from_slice(tail);
+            self.pending.extend_from_slice(&data[whole..total]);
+            written + whole
         }
-        written + len
     }
 
     /// At EOS without per-buffer padding: the final padded block, as `aesenc`
@@ -149,7 +152,7 @@ impl CbcEncrypter {
             return None;
         }
         let mut out = [0u8; 2 * BLOCK];
-        let written = self.write_iv(&mut out, true);
+        let written = self.write_iv(&mut out);
         let block = &mut out[written..written + BLOCK];
         block[..self.pending.len()].copy_from_slice(&self.pending);
         pkcs7::pad(block, self.pending.len());

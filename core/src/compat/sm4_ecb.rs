@@ -40,9 +40,15 @@ impl Sm4Ecb {
     /// If `out` is shorter than `encrypted_len(plaintext.len())`.
     pub fn encrypt_into(&self, plaintext: &[u8], out: &mut [u8]) -> usize {
         out[..plaintext.len()].copy_from_slice(plaintext);
-        let len = pkcs7::pad(out, plaintext.len());
+        self.encrypt_in_place(out, plaintext.len())
+    }
+
+    /// `encrypt_into` where the plaintext lies: the first `len` bytes of `buf`,
+    /// which has room for `encrypted_len(len)`.
+    pub fn encrypt_in_place(&self, buf: &mut [u8], len: usize) -> usize {
+        let len = pkcs7::pad(buf, len);
         // The whole buffer in one call: Sm4Fast runs many blocks side by side.
-        self.cipher.encrypt_blocks(&mut out[..len]);
+        self.cipher.encrypt_blocks(&mut buf[..len]);
         len
     }
 
