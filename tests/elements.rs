@@ -332,6 +332,54 @@ fn remove_clear_and_max_keys() {
     assert_eq!(stat(&element, "dropped-no-key"), 3);
 }
 
+/// Formats without a KID try every key the decrypter holds, and it keeps the
+/// list from buffer to buffer: each change to the keys shows from the next
+/// buffer on, whether the key was removed, replaced, added or all cleared.
+#[test]
+fn keys_tried_without_a_kid_follow_every_change() {
+    init();
+    let mode = "mode=sm4-ecb";
+    let (mut enc_a, _) = harness(&make(&format!("streamencrypt {mode} key={KEY_A}")));
+    let (mut enc_b, _) = harness(&make(&format!("streamencrypt {mode} key={KEY_B}")));
+    let (mut dec, _) = harness(&make(&format!("streamdecrypt {mode} key={KEY_A} key-id=1")));
+    let element = dec.element().unwrap();
+    let mut i = 0;
+    let mut opens = |enc: &mut gst_check::Harness, dec: &mut gst_check::Harness| {
+        i += 1;
+        dec.push(enc.push_and_pull(media_buffer(i)).unwrap())
+            .unwrap();
+        let out = dec.try_pull();
+        if let Some(out) = &out {
+            assert_is_media_buffer(out, i);
+        }
+        out.is_some()
+    };
+    assert!(opens(&mut enc_a, &mut dec));
+    assert!(!opens(&mut enc_b, &mut dec));
+
+    assert!(element.emit_by_name::<bool>("remove-key", &[&1u64]));
+    assert!(!opens(&mut enc_a, &mut dec), "a removed key still decrypts");
+    assert_eq!(stat(&element, "dropped-no-key"), 1);
+
+    assert!(element.emit_by_name::<bool>("add-key", &[&2u64, &KEY_B]));
+    assert!(opens(&mut enc_b, &mut dec));
+    assert_eq!(stat(&element, "kid"), 2);
+    assert!(!opens(&mut enc_a, &mut dec));
+
+    // KID 2 replaced by KEY_A.
+    assert!(element.emit_by_name::<bool>("add-key", &[&2u64, &KEY_A]));
+    assert!(opens(&mut enc_a, &mut dec));
+    assert!(
+        !opens(&mut enc_b, &mut dec),
+        "a replaced key still decrypts"
+    );
+
+    element.emit_by_name::<()>("clear-keys", &[]);
+    assert!(!opens(&mut enc_a, &mut dec), "a cleared key still decrypts");
+    assert_eq!(stat(&element, "dropped-no-key"), 2);
+    assert_eq!(stat(&element, "dropped-auth"), 3);
+}
+
 fn stat_u32(element: &gst::Element, field: &str) -> u32 {
     stats(element).get::<u32>(field).unwrap()
 }

@@ -75,6 +75,8 @@ pub struct KeyRing<T> {
     entries: HashMap<u64, Entry<T>, FoldHash>,
     /// KIDs, oldest-added first.
     order: VecDeque<u64>,
+    /// Moves on with every change that could be one (every `&mut` access).
+    generation: u64,
 }
 
 impl<T> KeyRing<T> {
@@ -85,7 +87,20 @@ impl<T> KeyRing<T> {
             capacity: capacity.max(1),
             entries: HashMap::default(),
             order: VecDeque::new(),
+            generation: 0,
         }
+    }
+
+    /// A number that differs after any change to the ring or its values: what
+    /// was read from it can be kept until this moves on.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Every `&mut` access goes through here, so that none can be missed.
+    fn changing(&mut self) -> &mut Self {
+        self.generation += 1;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -101,7 +116,10 @@ impl<T> KeyRing<T> {
     }
 
     pub fn get_mut(&mut self, kid: u64) -> Option<&mut T> {
-        self.entries.get_mut(&kid).map(|entry| &mut entry.value)
+        self.changing()
+            .entries
+            .get_mut(&kid)
+            .map(|entry| &mut entry.value)
     }
 
     pub fn trust(&self, kid: u64) -> Option<Trust> {
@@ -109,7 +127,8 @@ impl<T> KeyRing<T> {
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut T)> {
-        self.entries
+        self.changing()
+            .entries
             .iter_mut()
             .map(|(kid, entry)| (*kid, &mut entry.value))
     }
@@ -125,6 +144,7 @@ impl<T> KeyRing<T> {
     /// returns the KIDs pushed out to make room. A trusted key stays trusted
     /// when replaced by one on probation.
     pub fn insert(&mut self, kid: u64, value: T, trust: Trust, keep: Option<u64>) -> Vec<u64> {
+        self.changing();
         let trust = match self.entries.get(&kid) {
             Some(old) if old.trust == Trust::Trusted => Trust::Trusted,
             _ => trust,
@@ -139,7 +159,7 @@ impl<T> KeyRing<T> {
     /// A key on probation has proven itself: it becomes the newest trusted key.
     /// Returns the KIDs pushed out to make room.
     pub fn trust_key(&mut self, kid: u64) -> Vec<u64> {
-        match self.entries.get_mut(&kid) {
+        match self.changing().entries.get_mut(&kid) {
             Some(entry) if entry.trust == Trust::Probation => {
                 entry.trust = Trust::Trusted;
                 self.order.retain(|k| *k != kid);
@@ -151,19 +171,19 @@ impl<T> KeyRing<T> {
     }
 
     pub fn remove(&mut self, kid: u64) -> Option<T> {
-        let entry = self.entries.remove(&kid)?;
+        let entry = self.changing().entries.remove(&kid)?;
         self.order.retain(|k| *k != kid);
         Some(entry.value)
     }
 
     pub fn clear(&mut self) {
-        self.entries.clear();
+        self.changing().entries.clear();
         self.order.clear();
     }
 
     /// Changes the bound; returns the KIDs pushed out.
     pub fn set_capacity(&mut self, capacity: usize, keep: Option<u64>) -> Vec<u64> {
-        self.capacity = capacity.max(1);
+        self.changing().capacity = capacity.max(1);
         let mut evicted = self.shrink(Trust::Probation, keep);
         evicted.extend(self.shrink(Trust::Trusted, keep));
         evicted
@@ -262,6 +282,35 @@ mod tests {
         assert_eq!(ring.len(), 4, "two trusted, two on probation");
         assert_eq!(ring.get(1099), Some(&1099));
         assert_eq!(ring.get(1097), None);
+    }
+
+    #[test]
+    fn every_change_moves_the_generation_on_and_reads_do_not() {
+        let mut ring = KeyRing::new(2);
+        let mut seen = vec![ring.generation()];
+        let mut changed = |ring: &KeyRing<u32>, what: &str| {
+            assert!(!seen.contains(&ring.generation()), "{what}");
+            seen.push(ring.generation());
+        };
+        ring.insert(1, 1, Trusted, None);
+        changed(&ring, "insert");
+        ring.insert(2, 2, Probation, None);
+        changed(&ring, "insert on probation");
+        *ring.get_mut(1).unwrap() = 11;
+        changed(&ring, "get_mut");
+        ring.iter_mut().for_each(|(_, value)| *value += 1);
+        changed(&ring, "iter_mut");
+        ring.trust_key(2);
+        changed(&ring, "trust_key");
+        ring.set_capacity(1, Some(1));
+        changed(&ring, "set_capacity");
+        ring.remove(1);
+        changed(&ring, "remove");
+        ring.clear();
+        changed(&ring, "clear");
+        let before = ring.generation();
+        let _ = (ring.get(1), ring.trust(1), ring.len(), ring.iter().count());
+        assert_eq!(ring.generation(), before, "reads");
     }
 
     #[test]

@@ -183,6 +183,39 @@ impl Running {
 /// that a buffer costs no allocation for them.
 type TrialKeys = SmallVec<[Arc<LiveKey>; 4]>;
 
+/// The streaming thread's side of the formats without a KID.
+#[derive(Default)]
+struct Trial {
+    /// The stream's decoder (the CBC chain); `None` for formats with a KID.
+    decoder: Option<TrialDecoder>,
+    /// The keys to try, as read from the state when it was `keys_read` (see
+    /// `State::trial_stamp`): read again only once that moves on, since taking
+    /// a reference to every key (and building the list) for every buffer was a
+    /// fifth of what the decrypter costs on small buffers.
+    keys: TrialKeys,
+    keys_read: Option<TrialStamp>,
+}
+
+impl Trial {
+    fn new(format: &Format) -> Self {
+        Self {
+            decoder: TrialDecoder::new(format),
+            ..Self::default()
+        }
+    }
+
+    /// Lets go of the keys read, so that a key removed or replaced is wiped
+    /// now rather than when the next buffer comes.
+    fn forget_keys(&mut self) {
+        self.keys.clear();
+        self.keys_read = None;
+    }
+}
+
+/// What the keys to try depend on: the key ring's generation and the KID the
+/// stream uses (which is tried first).
+type TrialStamp = (u64, Option<u64>);
+
 struct RingEntry {
     text: KeyText,
     /// Present while running.
@@ -417,6 +450,12 @@ impl State {
         self.ring.get(kid).and_then(|entry| entry.live.clone())
     }
 
+    /// What `trial_keys` reads, which moves on whenever its answer may change.
+    fn trial_stamp(&self) -> TrialStamp {
+        let current_kid = self.running.as_ref().and_then(|r| r.current_kid);
+        (self.ring.generation(), current_kid)
+    }
+
     /// The keys to try on a frame without a KID: the one the stream used last,
     /// then the others, newest first.
     fn trial_keys(&self) -> TrialKeys {
@@ -449,8 +488,12 @@ pub struct StreamDecrypt {
     in_place: AtomicBool,
     settings: Mutex<Settings>,
     pub(super) state: Mutex<State>,
-    /// For formats without a KID: the streaming thread's decoder (the CBC chain).
-    trial: Mutex<Option<TrialDecoder>>,
+    /// For formats without a KID: the streaming thread's decoder and the keys
+    /// it tries. Taken after `state` when both are.
+    trial: Mutex<Trial>,
+    /// The key ring changed while the streaming thread held `trial`: it lets go
+    /// of the keys it read when it is done with the buffer.
+    trial_keys_stale: AtomicBool,
     /// With `framing=stream`: the records arriving in the byte stream.
     records: Mutex<Option<RecordReader>>,
     input: CaplessInput,
@@ -522,6 +565,7 @@ impl StreamDecrypt {
             .lock()
             .unwrap()
             .add_key(kid, text, mode, source)?;
+        self.trial_keys_changed();
         gst::info!(CAT, imp = self, "added key for KID {kid} ({source:?})");
         for old in evicted {
             gst::info!(
@@ -861,6 +905,7 @@ impl ObjectImpl for StreamDecrypt {
                         let kid = args[1].get::<u64>().expect("signal arg");
                         let imp = element.imp();
                         let removed = imp.state.lock().unwrap().ring.remove(kid).is_some();
+                        imp.trial_keys_changed();
                         gst::info!(CAT, imp = imp, "remove-key for KID {kid}: {removed}");
                         Some(removed.to_value())
                     })
@@ -874,6 +919,7 @@ impl ObjectImpl for StreamDecrypt {
                         let mut settings = imp.settings.lock().unwrap();
                         settings.keys.clear_keys();
                         imp.state.lock().unwrap().ring.clear();
+                        imp.trial_keys_changed();
                         gst::info!(CAT, imp = imp, "all keys cleared");
                         None
                     })
@@ -969,7 +1015,10 @@ impl ObjectImpl for StreamDecrypt {
                 self.settings.lock().unwrap().max_keys = max_keys;
                 let mut state = self.state.lock().unwrap();
                 let keep = state.running.as_ref().and_then(|r| r.current_kid);
-                for kid in state.ring.set_capacity(max_keys as usize, keep) {
+                let evicted = state.ring.set_capacity(max_keys as usize, keep);
+                drop(state);
+                self.trial_keys_changed();
+                for kid in evicted {
                     gst::info!(
                         CAT,
                         imp = self,
@@ -1124,7 +1173,7 @@ impl BaseTransformImpl for StreamDecrypt {
             })?;
             add(keys.key_id, key, live);
         }
-        *self.trial.lock().unwrap() = TrialDecoder::new(&format);
+        *self.trial.lock().unwrap() = Trial::new(&format);
         // Buffer in, buffer out: straight to `transform_ip`, which decrypts an
         // SFrame where it lies and other formats into a new memory.
         let in_place = keys.framing == Framing::Buffer;
@@ -1174,7 +1223,7 @@ impl BaseTransformImpl for StreamDecrypt {
         let mut settings = self.settings.lock().unwrap();
         let mut state = self.state.lock().unwrap();
         state.running = None;
-        *self.trial.lock().unwrap() = None;
+        *self.trial.lock().unwrap() = Trial::default();
         *self.records.lock().unwrap() = None;
         for (_, entry) in state.ring.iter_mut() {
             entry.live = None;
@@ -1482,7 +1531,7 @@ impl StreamDecrypt {
         };
         let (format, framing) = (running.format, running.framing);
         drop(state);
-        *self.trial.lock().unwrap() = TrialDecoder::new(&format);
+        *self.trial.lock().unwrap() = Trial::new(&format);
         if framing == Framing::Stream {
             *self.records.lock().unwrap() = Some(RecordReader::new(format.stream_code()));
         }
@@ -1648,6 +1697,7 @@ impl StreamDecrypt {
         self.trial
             .lock()
             .unwrap()
+            .decoder
             .as_ref()
             .map_or(size, |decoder| decoder.max_decrypted_len(size))
     }
@@ -2156,16 +2206,42 @@ impl StreamDecrypt {
         len: usize,
         decrypt: impl FnOnce(&mut TrialDecoder, &TrialKeys) -> Result<(usize, T), Invalid>,
     ) -> Result<(u64, T), Rejection> {
-        let keys = state.trial_keys();
-        drop(state);
-        if keys.is_empty() {
-            return Err((DropReason::NoKey, "no key".into()));
-        }
         let mut trial = self.trial.lock().unwrap();
-        let decoder = trial.as_mut().expect("a decoder for formats without KID");
-        match decrypt(decoder, &keys) {
-            Ok((index, opened)) => Ok((keys[index].key.kid(), opened)),
-            Err(_) => Err(no_key_opens(keys.len(), len)),
+        let stamp = state.trial_stamp();
+        if trial.keys_read != Some(stamp) {
+            trial.keys = state.trial_keys();
+            trial.keys_read = Some(stamp);
+        }
+        drop(state);
+        let Trial { decoder, keys, .. } = &mut *trial;
+        let opened = if keys.is_empty() {
+            Err((DropReason::NoKey, "no key".into()))
+        } else {
+            let decoder = decoder.as_mut().expect("a decoder for formats without KID");
+            match decrypt(decoder, keys) {
+                Ok((index, opened)) => Ok((keys[index].key.kid(), opened)),
+                Err(_) => Err(no_key_opens(keys.len(), len)),
+            }
+        };
+        drop(trial);
+        if self.trial_keys_stale.load(Ordering::Relaxed)
+            && self.trial_keys_stale.swap(false, Ordering::Relaxed)
+        {
+            self.trial.lock().unwrap().forget_keys();
+        }
+        opened
+    }
+
+    /// After a change to the key ring from outside the streaming thread: the
+    /// keys it read for trial decryption go now, or, while it decrypts a
+    /// buffer, as soon as it is done (a key removed or replaced is wiped then).
+    fn trial_keys_changed(&self) {
+        // Flagged first: if the streaming thread holds `trial` now, it sees the
+        // flag once it lets go.
+        self.trial_keys_stale.store(true, Ordering::SeqCst);
+        if let Ok(mut trial) = self.trial.try_lock() {
+            trial.forget_keys();
+            self.trial_keys_stale.store(false, Ordering::Relaxed);
         }
     }
 
@@ -2229,7 +2305,7 @@ impl StreamDecrypt {
         let Some(key) = self.state.lock().unwrap().trial_keys().into_iter().next() else {
             return Ok(());
         };
-        let last = match self.trial.lock().unwrap().as_mut() {
+        let last = match self.trial.lock().unwrap().decoder.as_mut() {
             Some(decoder) => decoder.finish(&key.key),
             None => None,
         };
