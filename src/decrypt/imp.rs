@@ -109,7 +109,8 @@ impl Settings {
 /// failures. Adding the same key for its KID again keeps all of it.
 pub(super) struct LiveKey {
     key: Arc<ReadyKey>,
-    replay: Mutex<ReplayWindow>,
+    /// Written by the streaming thread alone (see `ReplayWindow`).
+    replay: ReplayWindow,
     /// mode=livekit, whose frames carry no counter: the IVs of recent frames.
     recent_ivs: Mutex<IvWindow>,
     /// Frames that failed authentication under this key.
@@ -264,7 +265,7 @@ impl Running {
         };
         Arc::new(LiveKey {
             key,
-            replay: Mutex::new(ReplayWindow::new(self.replay_window)),
+            replay: ReplayWindow::new(self.replay_window),
             recent_ivs: Mutex::new(IvWindow::new(recent_ivs)),
             auth_failures: AtomicU64::new(0),
             max_auth_failures,
@@ -474,7 +475,7 @@ impl State {
     fn reset_replay_windows(&mut self) {
         for (_, entry) in self.ring.iter_mut() {
             if let Some(live) = &entry.live {
-                live.replay.lock().unwrap().reset();
+                live.replay.reset();
                 live.recent_ivs.lock().unwrap().reset();
             }
         }
@@ -1771,8 +1772,8 @@ impl StreamDecrypt {
 
     /// Decrypts an SFrame under `key` with `decrypt` unless its counter was
     /// seen or is older than the replay window, and records the counter if it
-    /// authenticated. The window stays locked from the check to the record
-    /// (one lock per frame; only the streaming thread and a flush take it).
+    /// authenticated. Without a lock: only the streaming thread writes the
+    /// window (a flush comes through it too).
     fn open_unless_replayed<T>(
         &self,
         key: &LiveKey,
@@ -1780,10 +1781,9 @@ impl StreamDecrypt {
         decrypt: impl FnOnce(&SframeKey) -> Result<T, FrameError>,
     ) -> Result<(u64, T), Rejection> {
         let (kid, ctr) = (header.kid, header.ctr);
-        let mut replay = key.replay.lock().unwrap();
+        let replay = &key.replay;
         if let Err(why) = replay.check(ctr) {
             let highest = replay.highest();
-            drop(replay);
             if why == Replay::TooOld {
                 self.count_too_old(kid, ctr, highest);
             }
@@ -1797,7 +1797,6 @@ impl StreamDecrypt {
             // Only an authenticated counter may move the replay window.
             replay.record(ctr);
         }
-        drop(replay);
         self.sframe_opened(key, kid, decrypted)
     }
 
