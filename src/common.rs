@@ -656,7 +656,8 @@ impl<'a> SoleMemoryMap<'a> {
             let memory = gst::ffi::gst_buffer_peek_memory(buffer.as_mut_ptr(), 0);
             let info = slot.0.as_mut_ptr();
             let mapped = gst::ffi::gst_memory_map(memory, info, gst::ffi::GST_MAP_WRITE);
-            (mapped != glib::ffi::GFALSE).then_some(Self {
+            // Built only once mapped: dropping it unmaps.
+            (mapped != glib::ffi::GFALSE).then(|| Self {
                 memory,
                 info,
                 _borrows: std::marker::PhantomData,

@@ -57,6 +57,9 @@ fn run(descriptions: &[String]) -> Vec<Vec<u8>> {
 #[test]
 fn byte_identical_to_aesenc_and_each_side_decrypts_the_other() {
     init();
+    // aesenc of GStreamer 1.22 trips an assertion of its own with serialize-iv
+    // and per-buffer padding (see `aesenc_appends_garbage`).
+    glib::log_set_always_fatal(glib::LogLevels::LEVEL_ERROR);
     assert!(
         gst::ElementFactory::find("aesenc").is_some(),
         "gst-plugins-bad's aesenc is needed (gstreamer1.0-plugins-bad)"

@@ -42,6 +42,9 @@ pub fn key_of(len: usize, seed: u8) -> String {
 pub fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
+        // A GStreamer critical (an API misused, a failed assertion) aborts the
+        // test rather than scrolling past in its output.
+        glib::log_set_always_fatal(glib::LogLevels::LEVEL_CRITICAL | glib::LogLevels::LEVEL_ERROR);
         gst::init().unwrap();
         gststreamcrypt::plugin_register_static().unwrap();
     });
