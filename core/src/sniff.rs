@@ -34,9 +34,15 @@ pub struct Prefix {
 
 impl Prefix {
     pub fn of(data: &[u8]) -> Self {
-        let mut bytes = [0u8; SIGNATURE_LEN];
         let len = data.len().min(SIGNATURE_LEN);
-        bytes[..len].copy_from_slice(&data[..len]);
+        // One load where the buffer is long enough: a copy of a length known
+        // only at run time goes through `memcpy`, whose narrower stores the
+        // decrypter then waited on (they cannot be forwarded to a wider load).
+        let bytes = data.first_chunk().copied().unwrap_or_else(|| {
+            let mut bytes = [0u8; SIGNATURE_LEN];
+            bytes[..len].copy_from_slice(&data[..len]);
+            bytes
+        });
         Self { bytes, len }
     }
 
@@ -137,6 +143,16 @@ mod tests {
                 .unwrap()
                 .starts_with("unencrypted data (its first 256 bytes take only 3 of")
         );
+    }
+
+    #[test]
+    fn a_prefix_keeps_the_first_bytes_of_any_buffer() {
+        let ogg = b"OggS\0\x02\0\0\0\0\0";
+        for len in 0..=ogg.len() {
+            let prefix = Prefix::of(&ogg[..len]);
+            assert_eq!(prefix.bytes[..prefix.len], ogg[..len.min(SIGNATURE_LEN)]);
+            assert_eq!(prefix.hint().is_some(), len >= 4, "{len} bytes");
+        }
     }
 
     #[test]
