@@ -6,7 +6,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use gst::glib;
@@ -387,14 +387,25 @@ pub(super) enum KeySource {
 
 pub(super) struct State {
     ring: KeyRing<RingEntry>,
+    /// The key a frame named last (see `frame_key`).
+    last_found: Option<Found>,
     pub(super) running: Option<Running>,
     pub(super) stats: Stats,
+}
+
+/// A key found in the ring, while the ring is at `generation`. Weak: the key
+/// is dropped (and wiped) when the ring lets go of it, whatever this holds.
+struct Found {
+    generation: u64,
+    kid: u64,
+    key: Weak<LiveKey>,
 }
 
 impl Default for State {
     fn default() -> Self {
         Self {
             ring: KeyRing::new(DEFAULT_MAX_KEYS as usize),
+            last_found: None,
             running: None,
             stats: Stats::default(),
         }
@@ -449,6 +460,35 @@ impl State {
 
     pub(super) fn live_key(&self, kid: u64) -> Option<Arc<LiveKey>> {
         self.ring.get(kid).and_then(|entry| entry.live.clone())
+    }
+
+    /// `live_key` for the key a frame names: the key the last frame named, while
+    /// the ring has not changed since, without a search of the ring. With a
+    /// thousand streams taking turns, that search was a cache miss or two per
+    /// frame; the state is at hand anyway.
+    fn frame_key(&mut self, kid: u64) -> Option<Arc<LiveKey>> {
+        let generation = self.ring.generation();
+        let key = match &self.last_found {
+            Some(found) if (found.generation, found.kid) == (generation, kid) => {
+                found.key.upgrade()
+            }
+            _ => None,
+        };
+        let key = match key {
+            Some(key) => key,
+            None => {
+                let key = self.live_key(kid)?;
+                self.last_found = Some(Found {
+                    generation,
+                    kid,
+                    key: Arc::downgrade(&key),
+                });
+                key
+            }
+        };
+        // Decrypting reads it next, behind one more pointer.
+        common::prefetch(&*key.key);
+        Some(key)
     }
 
     /// What `trial_keys` reads, which moves on whenever its answer may change.
@@ -1806,11 +1846,11 @@ impl StreamDecrypt {
     /// it names a key that does not exist. `state` is locked by the caller.
     fn key_for(
         &self,
-        state: MutexGuard<'_, State>,
+        mut state: MutexGuard<'_, State>,
         kid: u64,
         opaque: Option<&[u8]>,
     ) -> Result<Arc<LiveKey>, Rejection> {
-        let live = state.live_key(kid);
+        let live = state.frame_key(kid);
         drop(state);
         let key = match live {
             Some(key) => key,
@@ -1995,7 +2035,7 @@ impl StreamDecrypt {
     /// (then 0). The trailer, parsed after the lock is let go, has the last word.
     fn open_livekit_in_place(
         &self,
-        state: MutexGuard<'_, State>,
+        mut state: MutexGuard<'_, State>,
         codec: MediaCodec,
         ratchet_window: u32,
         frame: &mut [u8],
@@ -2009,7 +2049,7 @@ impl StreamDecrypt {
         } else {
             frame.last().copied()
         };
-        let found = named.and_then(|index| Some((index, state.live_key(u64::from(index))?)));
+        let found = named.and_then(|index| Some((index, state.frame_key(u64::from(index))?)));
         drop(state);
         // Taken out while in use: a request-key handler that decrypts on this
         // thread (re-entering) finds it empty, not borrowed.
