@@ -304,3 +304,68 @@ fn buffers_with_room_are_encrypted_in_their_own_memory() {
         );
     }
 }
+
+/// aesenc's format encrypted where the buffer lies (in the room the encrypter
+/// proposes) comes out byte for byte as encrypted into a new memory, for every
+/// IV and padding option. Without per-buffer padding each buffer's last partial
+/// block waits for the next buffer: its plaintext must not stay behind the
+/// output in the memory that goes downstream.
+#[test]
+fn aes_cbc_in_room_matches_new_memory_and_leaves_no_plaintext_behind() {
+    const SIZES: [usize; 9] = [1, 15, 16, 17, 100, 188, 1000, 5000, 31];
+    for serialize_iv in [false, true] {
+        for padding in [true, false] {
+            let settings = format!(
+                "mode=aes-128-cbc key={KEY_A} iv=f0e1d2c3b4a5968778695a4b3c2d1e0f \
+                 serialize-iv={serialize_iv} per-buffer-padding={padding}"
+            );
+            let what = &settings[settings.find("serialize").unwrap()..];
+            let (mut in_room, _) = harness(&make(&format!("streamencrypt {settings}")));
+            let (mut into_new, _) = harness(&make(&format!("streamencrypt {settings}")));
+            let (mut sealed_in_room, mut sealed_into_new) = (Vec::new(), Vec::new());
+            let mut held_back = 0;
+            for (i, &size) in SIZES.iter().enumerate() {
+                let plaintext = bytes(size, 101 + i as u8);
+                let mut input = in_room.create_buffer(size).unwrap();
+                input
+                    .get_mut()
+                    .unwrap()
+                    .copy_from_slice(0, &plaintext)
+                    .unwrap();
+                in_room.push(input).unwrap();
+                held_back = if padding { 0 } else { (held_back + size) % 16 };
+                while let Some(out) = in_room.try_pull() {
+                    let whole = out.peek_memory(0).share_maxsize(..);
+                    let whole = whole.map_readable().unwrap();
+                    let tail = &plaintext[size - held_back.min(size)..];
+                    assert!(
+                        tail.len() < 8 || !whole.windows(tail.len()).any(|w| w == tail),
+                        "{what}: {size} bytes: the held-back plaintext stayed in the memory"
+                    );
+                    sealed_in_room.extend(contents(&out));
+                }
+                into_new
+                    .push(gst::Buffer::from_mut_slice(plaintext))
+                    .unwrap();
+                while let Some(out) = into_new.try_pull() {
+                    sealed_into_new.extend(contents(&out));
+                }
+            }
+            for (h, sealed) in [
+                (&mut in_room, &mut sealed_in_room),
+                (&mut into_new, &mut sealed_into_new),
+            ] {
+                h.push_event(gst::event::Eos::new());
+                while let Some(out) = h.try_pull() {
+                    sealed.extend(contents(&out));
+                }
+            }
+            assert_eq!(sealed_in_room, sealed_into_new, "{what}");
+            let element = in_room.element().unwrap();
+            assert!(
+                stat(&element, "buffers-in-place") > 0,
+                "{what}: never in room"
+            );
+        }
+    }
+}
