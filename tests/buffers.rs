@@ -36,6 +36,18 @@ fn in_pieces(data: &[u8], piece: usize) -> gst::Buffer {
     buffer
 }
 
+/// `plaintext` in a buffer allocated as `h`'s element proposes (the ALLOCATION
+/// query), as an encoder allocates and writes its output.
+fn allocated_with(h: &mut gst_check::Harness, plaintext: &[u8]) -> gst::Buffer {
+    let mut buffer = h.create_buffer(plaintext.len()).unwrap();
+    buffer
+        .get_mut()
+        .unwrap()
+        .copy_from_slice(0, plaintext)
+        .unwrap();
+    buffer
+}
+
 /// A second buffer over `buffer`'s only memory: writable itself, its memory not.
 fn sharing_memory_of(buffer: &gst::Buffer) -> gst::Buffer {
     let mut sharing = gst::Buffer::new();
@@ -245,12 +257,7 @@ fn buffers_with_room_are_encrypted_in_their_own_memory() {
         let mut in_place = 0;
         for (i, &size) in SIZES.iter().enumerate().filter(|(_, size)| **size > 0) {
             let plaintext = bytes(size, i as u8);
-            let mut input = enc.create_buffer(size).unwrap();
-            input
-                .get_mut()
-                .unwrap()
-                .copy_from_slice(0, &plaintext)
-                .unwrap();
+            let input = allocated_with(&mut enc, &plaintext);
             let memory = input.peek_memory(0);
             assert!(
                 memory.offset() > 0 || memory.maxsize() > size,
@@ -285,12 +292,7 @@ fn buffers_with_room_are_encrypted_in_their_own_memory() {
 
         // A memory another buffer also holds is not written.
         let plaintext = bytes(188, 1);
-        let mut original = enc.create_buffer(188).unwrap();
-        original
-            .get_mut()
-            .unwrap()
-            .copy_from_slice(0, &plaintext)
-            .unwrap();
+        let original = allocated_with(&mut enc, &plaintext);
         let encrypted = enc.push_and_pull(sharing_memory_of(&original)).unwrap();
         assert_eq!(
             contents(&original),
@@ -326,12 +328,7 @@ fn aes_cbc_in_room_matches_new_memory_and_leaves_no_plaintext_behind() {
             let mut held_back = 0;
             for (i, &size) in SIZES.iter().enumerate() {
                 let plaintext = bytes(size, 101 + i as u8);
-                let mut input = in_room.create_buffer(size).unwrap();
-                input
-                    .get_mut()
-                    .unwrap()
-                    .copy_from_slice(0, &plaintext)
-                    .unwrap();
+                let input = allocated_with(&mut in_room, &plaintext);
                 in_room.push(input).unwrap();
                 held_back = if padding { 0 } else { (held_back + size) % 16 };
                 while let Some(out) = in_room.try_pull() {
