@@ -468,13 +468,12 @@ impl State {
     /// frame; the state is at hand anyway.
     fn frame_key(&mut self, kid: u64) -> Option<Arc<LiveKey>> {
         let generation = self.ring.generation();
-        let key = match &self.last_found {
-            Some(found) if (found.generation, found.kid) == (generation, kid) => {
-                found.key.upgrade()
-            }
-            _ => None,
-        };
-        let key = match key {
+        let remembered = self
+            .last_found
+            .as_ref()
+            .filter(|found| (found.generation, found.kid) == (generation, kid))
+            .and_then(|found| found.key.upgrade());
+        let key = match remembered {
             Some(key) => key,
             None => {
                 let key = self.live_key(kid)?;
@@ -511,9 +510,11 @@ impl State {
         current.into_iter().chain(others).collect()
     }
 
-    /// Forgets every counter seen: the application restarted the stream.
-    fn reset_replay_windows(&mut self) {
-        for (_, entry) in self.ring.iter_mut() {
+    /// Forgets every counter seen: the application restarted the stream. The
+    /// windows change behind shared references, so the ring itself does not
+    /// (nor its generation, which would make the keys be looked up again).
+    fn reset_replay_windows(&self) {
+        for (_, entry) in self.ring.iter() {
             if let Some(live) = &entry.live {
                 live.replay.reset();
                 live.recent_ivs.lock().unwrap().reset();
@@ -1565,7 +1566,7 @@ impl StreamDecrypt {
     /// frames that come next may legitimately repeat counters seen before, and a
     /// byte stream starts over with its header.
     fn restart_stream(&self) {
-        let mut state = self.state.lock().unwrap();
+        let state = self.state.lock().unwrap();
         state.reset_replay_windows();
         let Some(running) = state.running.as_ref() else {
             return;
